@@ -1,0 +1,615 @@
+"""The decision: desired spec + observed Feldera state → actions to issue and the status to write.
+
+Pure functions, no I/O: everything the operator thinks lives here and is tested exhaustively. The
+kopf wiring (`handlers.py`) observes Feldera, calls `decide()`, issues the actions, and patches the
+status only when it differs from what is already on the resource.
+
+Rules (see the README for the user-facing catalogue of reasons):
+- Observe before acting; act only where observed differs from desired, so a converged system
+  decides no action at all.
+- Pipeline actions follow Feldera's state machine: start only from a settled Stopped,
+  pause/resume only while Running or Paused, stop (force) unless already heading to Stopped.
+- Connector actions only while the pipeline is Running or Paused (Feldera answers 503 otherwise),
+  and only for connectors the spec lists; the others are reported, never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from feldera_operator.models import FelderaPipelineSpec
+
+# ----------------------------------------------------------------------------- reason catalogue
+
+CONVERGED = "Converged"
+SYNCED = "Synced"
+AS_EXPECTED = "AsExpected"
+
+# Problems that only a person (or the world outside the operator) can fix: Stalled=True.
+INSTANCE_NOT_FOUND = "InstanceNotFound"
+SECRET_NOT_FOUND = "SecretNotFound"
+CREDENTIALS_REJECTED = "CredentialsRejected"
+PERMISSION_DENIED = "PermissionDenied"
+PIPELINE_NOT_FOUND = "PipelineNotFound"
+PROGRAM_ERROR = "ProgramError"
+DEPLOYMENT_FAILED = "DeploymentFailed"
+CONNECTOR_NOT_FOUND = "ConnectorNotFound"
+OUTPUT_PAUSE_UNSUPPORTED = "OutputPauseUnsupported"
+INVALID_SPEC = "InvalidSpec"
+
+# Transient trouble talking to Feldera: Synced=False, retried with backoff.
+FELDERA_UNREACHABLE = "FelderaUnreachable"
+FELDERA_ERROR = "FelderaError"
+
+# Progress: Reconciling=True while Feldera follows an action or finishes a transition.
+COMPILING = "Compiling"
+STARTING = "Starting"
+STOPPING = "Stopping"
+PAUSING = "Pausing"
+RESUMING = "Resuming"
+TRANSITIONING = "Transitioning"
+PIPELINE_NOT_DEPLOYED = "PipelineNotDeployed"
+CONNECTORS_PENDING = "ConnectorsPending"
+
+STALLED_REASONS = frozenset(
+    {
+        INSTANCE_NOT_FOUND,
+        SECRET_NOT_FOUND,
+        CREDENTIALS_REJECTED,
+        PERMISSION_DENIED,
+        PIPELINE_NOT_FOUND,
+        PROGRAM_ERROR,
+        DEPLOYMENT_FAILED,
+        CONNECTOR_NOT_FOUND,
+        OUTPUT_PAUSE_UNSUPPORTED,
+        INVALID_SPEC,
+    }
+)
+# Reasons that mean the round trip to Feldera failed (Synced=False).
+SYNC_FAILURE_REASONS = frozenset(
+    {
+        INSTANCE_NOT_FOUND,
+        SECRET_NOT_FOUND,
+        CREDENTIALS_REJECTED,
+        PERMISSION_DENIED,
+        FELDERA_UNREACHABLE,
+        FELDERA_ERROR,
+    }
+)
+
+CONDITION_TYPES = ("Ready", "Synced", "Reconciling", "Stalled")
+
+# ----------------------------------------------------------------------------- Feldera vocabulary
+
+DEPLOYED = frozenset({"Running", "Paused"})
+PROGRAM_FAILED = frozenset({"SqlError", "RustError", "SystemError"})
+PROGRAM_READY = "Success"
+# Settled states from which `start` is accepted.
+STARTABLE = frozenset({"Stopped", "Suspended"})
+
+
+# ----------------------------------------------------------------------------- observations
+
+
+@dataclass(frozen=True)
+class ObservedConnector:
+    """One connector as Feldera's /stats reports it."""
+
+    relation: str  # table or view, as Feldera spells it in endpoint_name
+    connector: str
+    paused: bool | None
+    end_of_input: bool | None = None
+    health: str | None = None
+    fatal_error: str | None = None
+
+
+@dataclass(frozen=True)
+class ObservedPipeline:
+    """One pipeline as Feldera reports it: its status, and its connectors when deployed."""
+
+    deployment_status: str
+    desired_status: str
+    program_status: str | None = None
+    program_error: str | None = None
+    deployment_error: str | None = None
+    # None when /stats was not read (pipeline not deployed, or the call failed).
+    inputs: tuple[ObservedConnector, ...] | None = None
+    outputs: tuple[ObservedConnector, ...] | None = None
+    # Feldera < 0.369 reports no `paused` on outputs and cannot pause them.
+    outputs_pausable: bool = True
+    # Why /stats could not be read although the pipeline is deployed (a Problem), if so.
+    stats_problem: Problem | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why the pipeline could not be observed: a catalogue reason and a message for people."""
+
+    reason: str
+    message: str
+
+
+Observation = ObservedPipeline | Problem
+
+
+# ----------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class PipelineAction:
+    verb: Literal["start", "pause", "resume", "stop"]
+    initial: Literal["running", "paused"] | None = None  # for start
+
+    def describe(self) -> str:
+        return f"{self.verb}?initial={self.initial}" if self.initial else self.verb
+
+
+@dataclass(frozen=True)
+class ConnectorAction:
+    direction: Literal["input", "output"]
+    relation: str  # as written in the spec (quotes kept: the client URL-encodes them)
+    connector: str
+    verb: Literal["start", "pause"]
+
+    def describe(self) -> str:
+        return f"{self.direction} connector {self.relation}.{self.connector}: {self.verb}"
+
+
+Action = PipelineAction | ConnectorAction
+
+
+@dataclass(frozen=True)
+class Decision:
+    actions: tuple[Action, ...]
+    status: dict[str, Any]
+    ready: bool
+    ready_reason: str
+    ready_message: str
+    in_progress: bool = False
+    problems: tuple[str, ...] = field(default=())
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def canonical_spec_relation(name: str) -> str:
+    """A table/view name as written in a spec → the key Feldera matches it by.
+
+    Unquoted SQL names are case-insensitive (Feldera lower-cases them); quoted names are exact.
+    """
+    if len(name) >= 2 and name.startswith('"') and name.endswith('"'):
+        return name[1:-1]
+    return name.lower()
+
+
+def canonical_reported_relation(name: str) -> str:
+    """A table/view name as Feldera reports it → the same key (Feldera already normalised it)."""
+    if len(name) >= 2 and name.startswith('"') and name.endswith('"'):
+        return name[1:-1]
+    return name
+
+
+def split_endpoint_name(endpoint_name: str) -> tuple[str, str]:
+    """`table.connector` → (table, connector). Connector names cannot hold a dot; tables can."""
+    relation, _, connector = endpoint_name.rpartition(".")
+    return relation, connector
+
+
+def is_temporary_connector(connector: str) -> bool:
+    """Connectors Feldera creates for HTTP ingress/egress; they come and go, so they are ignored."""
+    return connector.startswith("api-ingress-") or connector.startswith("api-")
+
+
+# ----------------------------------------------------------------------------- the decision
+
+
+@dataclass(frozen=True)
+class _ConnectorVerdict:
+    entry: dict[str, Any]
+    action: ConnectorAction | None
+    problem: str | None  # catalogue reason when not as declared
+    pending: bool  # waits on the pipeline or on an issued action
+
+
+def decide(
+    spec: FelderaPipelineSpec,
+    *,
+    generation: int,
+    pipeline_name: str,
+    observed: Observation,
+    previous_status: Mapping[str, Any] | None,
+    now: str,
+) -> Decision:
+    """Decide the actions for one FelderaPipeline and the whole status to write."""
+    previous_status = previous_status or {}
+    if isinstance(observed, Problem):
+        return _decide_unobservable(spec, generation, pipeline_name, observed, previous_status, now)
+
+    actions: list[Action] = []
+    pipeline_action, pipeline_reason, pipeline_message = _pipeline_step(spec, observed)
+    if pipeline_action is not None:
+        actions.append(pipeline_action)
+
+    connectors_settable = (
+        observed.deployment_status in DEPLOYED
+        and not spec.stopped
+        and observed.desired_status in DEPLOYED
+    )
+    # A pipeline stopped as declared is Ready: its connectors cannot be read, and need not be.
+    wait_for_deploy = not spec.stopped
+    inputs = _connector_verdicts(
+        "input",
+        [(c.table, c.connector, c.paused) for c in spec.inputs],
+        observed.inputs,
+        observed,
+        connectors_settable,
+        pausable=True,
+        wait_for_deploy=wait_for_deploy,
+    )
+    outputs = _connector_verdicts(
+        "output",
+        [(c.view, c.connector, c.paused) for c in spec.outputs],
+        observed.outputs,
+        observed,
+        connectors_settable,
+        pausable=observed.outputs_pausable,
+        wait_for_deploy=wait_for_deploy,
+    )
+    verdicts = inputs + outputs
+    actions.extend(v.action for v in verdicts if v.action is not None)
+
+    stats_problem = observed.stats_problem
+    connector_problems = [v.problem for v in verdicts if v.problem in STALLED_REASONS]
+
+    # Ready's reason: the pipeline's own progress or problem first, then connector problems,
+    # then connectors still following an action.
+    if pipeline_reason != CONVERGED:
+        reason, message = pipeline_reason, pipeline_message
+    elif stats_problem is not None:
+        reason, message = stats_problem.reason, stats_problem.message
+    elif connector_problems:
+        reason = connector_problems[0]
+        names = [_entry_name(v.entry) for v in verdicts if v.problem == reason]
+        message = _connector_problem_message(reason, names)
+    elif any(v.pending for v in verdicts):
+        reason = CONNECTORS_PENDING
+        names = [_entry_name(v.entry) for v in verdicts if v.pending]
+        message = f"waiting for Feldera to apply: {', '.join(names)}"
+    else:
+        reason = CONVERGED
+        message = _converged_message(spec, observed, verdicts)
+
+    ready = reason == CONVERGED
+    in_progress = not ready and reason not in STALLED_REASONS and reason not in SYNC_FAILURE_REASONS
+    synced_reason = stats_problem.reason if stats_problem else SYNCED
+    synced_message = (
+        stats_problem.message if stats_problem else "last round trip to Feldera succeeded"
+    )
+
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "pipelineName": pipeline_name,
+        "state": observed.deployment_status,
+        "desiredState": observed.desired_status,
+        "programStatus": observed.program_status,
+        "deploymentError": observed.deployment_error,
+        "inputs": [v.entry for v in inputs],
+        "outputs": [v.entry for v in outputs],
+        "connectors": _summary([v.entry for v in verdicts]),
+    }
+    status["conditions"] = _conditions(
+        previous_status.get("conditions"),
+        generation=generation,
+        now=now,
+        ready=(ready, reason, message),
+        synced=(synced_reason == SYNCED, synced_reason, synced_message),
+        reconciling=(in_progress or bool(actions), reason, message),
+        stalled=(reason in STALLED_REASONS, reason, message),
+    )
+    return Decision(
+        actions=tuple(actions),
+        status=status,
+        ready=ready,
+        ready_reason=reason,
+        ready_message=message,
+        in_progress=in_progress or bool(actions),
+        problems=tuple(p for p in connector_problems if p is not None),
+    )
+
+
+def _decide_unobservable(
+    spec: FelderaPipelineSpec,
+    generation: int,
+    pipeline_name: str,
+    problem: Problem,
+    previous_status: Mapping[str, Any],
+    now: str,
+) -> Decision:
+    """No observation: act on nothing, say why, and keep what was last seen (marked by Synced)."""
+    status: dict[str, Any] = {
+        key: previous_status.get(key)
+        for key in (
+            "state",
+            "desiredState",
+            "programStatus",
+            "deploymentError",
+            "connectors",
+        )
+    }
+    status["inputs"] = list(previous_status.get("inputs") or [])
+    status["outputs"] = list(previous_status.get("outputs") or [])
+    if problem.reason == PIPELINE_NOT_FOUND:
+        # The pipeline is gone: what was seen of it no longer exists.
+        status.update(state=None, desiredState=None, programStatus=None, deploymentError=None)
+        status["inputs"], status["outputs"] = _unknown_entries(spec, PIPELINE_NOT_FOUND)
+        status["connectors"] = _summary(status["inputs"] + status["outputs"])
+    status["observedGeneration"] = generation
+    status["pipelineName"] = pipeline_name
+    synced = problem.reason not in SYNC_FAILURE_REASONS
+    status["conditions"] = _conditions(
+        previous_status.get("conditions"),
+        generation=generation,
+        now=now,
+        ready=(False, problem.reason, problem.message),
+        synced=(
+            synced,
+            SYNCED if synced else problem.reason,
+            "last round trip to Feldera succeeded" if synced else problem.message,
+        ),
+        reconciling=(False, problem.reason, problem.message),
+        stalled=(problem.reason in STALLED_REASONS, problem.reason, problem.message),
+    )
+    return Decision(
+        actions=(),
+        status=status,
+        ready=False,
+        ready_reason=problem.reason,
+        ready_message=problem.message,
+    )
+
+
+def _pipeline_step(
+    spec: FelderaPipelineSpec, observed: ObservedPipeline
+) -> tuple[PipelineAction | None, str, str]:
+    """The pipeline-level action (if any) and the pipeline's contribution to Ready."""
+    status = observed.deployment_status
+    desired = observed.desired_status
+
+    if spec.stopped:
+        if status == "Stopped":
+            return None, CONVERGED, "pipeline Stopped as declared"
+        if desired == "Stopped":
+            return None, STOPPING, f"pipeline is {status}, stopping"
+        return PipelineAction("stop"), STOPPING, f"pipeline is {status}; stopping it"
+
+    want = "Paused" if spec.paused else "Running"
+    if status in STARTABLE and desired in STARTABLE:
+        if observed.program_status in PROGRAM_FAILED:
+            return (
+                None,
+                PROGRAM_ERROR,
+                f"program status {observed.program_status}: "
+                f"{_first_line(observed.program_error) or 'the SQL does not compile'}",
+            )
+        if observed.deployment_error:
+            # A fatal error stopped it: restarting would loop; a person decides (stop, then start).
+            return (
+                None,
+                DEPLOYMENT_FAILED,
+                f"pipeline stopped with an error: {_first_line(observed.deployment_error)}; "
+                "set spec.stopped to true and back to false to start it again",
+            )
+        if observed.program_status != PROGRAM_READY:
+            return None, COMPILING, f"program status {observed.program_status}; waiting to start"
+        initial: Literal["running", "paused"] = "paused" if spec.paused else "running"
+        return (
+            PipelineAction("start", initial=initial),
+            STARTING,
+            f"pipeline is {status}; starting it {initial}",
+        )
+    if desired in ("Stopped", "Suspended"):
+        # Stopping or suspending (by someone else): start is refused until it settles.
+        return None, STOPPING, f"pipeline is {status} on its way to {desired}; will start it after"
+    if status in DEPLOYED:
+        if desired != want:
+            verb: Literal["pause", "resume"] = "pause" if want == "Paused" else "resume"
+            reason = PAUSING if verb == "pause" else RESUMING
+            return PipelineAction(verb), reason, f"pipeline is {status}; {verb} issued"
+        if status != want:
+            reason = PAUSING if want == "Paused" else RESUMING
+            return None, reason, f"pipeline is {status}, becoming {want}"
+        return None, CONVERGED, f"pipeline {status} as declared"
+    # Provisioning, Initializing, Bootstrapping, Replaying, AwaitingApproval, Unavailable...
+    # pause/resume are refused until it is deployed; wait.
+    reason = STARTING if status in ("Stopped", "Provisioning", "Initializing") else TRANSITIONING
+    return None, reason, f"pipeline is {status} (desired {desired}); waiting"
+
+
+def _connector_verdicts(
+    direction: Literal["input", "output"],
+    declared: Sequence[tuple[str, str, bool]],
+    observed: tuple[ObservedConnector, ...] | None,
+    pipeline: ObservedPipeline,
+    settable: bool,
+    *,
+    pausable: bool,
+    wait_for_deploy: bool,
+) -> list[_ConnectorVerdict]:
+    relation_key = "table" if direction == "input" else "view"
+    running = pipeline.deployment_status == "Running"
+    seen: dict[tuple[str, str], ObservedConnector] = {}
+    for reported in observed or ():
+        if is_temporary_connector(reported.connector):
+            continue
+        seen[(canonical_reported_relation(reported.relation), reported.connector)] = reported
+    wanted: dict[tuple[str, str], tuple[str, bool]] = {
+        (canonical_spec_relation(rel), conn): (rel, paused) for rel, conn, paused in declared
+    }
+
+    verdicts: list[_ConnectorVerdict] = []
+    # Declared connectors first, in spec order, then the others in Feldera's order.
+    for key, (spec_relation, want_paused) in wanted.items():
+        oc = seen.get(key)
+        entry: dict[str, Any] = {
+            relation_key: oc.relation if oc else spec_relation,
+            "connector": key[1],
+            "declared": True,
+            "desiredPaused": want_paused,
+        }
+        if observed is None:
+            entry.update(paused=None, state="Unknown", active=False)
+            entry["reason"] = PIPELINE_NOT_DEPLOYED
+            verdicts.append(_ConnectorVerdict(entry, None, None, pending=wait_for_deploy))
+            continue
+        if oc is None:
+            entry.update(paused=None, state="Unknown", active=False, reason=CONNECTOR_NOT_FOUND)
+            verdicts.append(_ConnectorVerdict(entry, None, CONNECTOR_NOT_FOUND, pending=False))
+            continue
+        _fill_observed(entry, oc, running)
+        if oc.paused is None or not pausable:
+            entry["reason"] = OUTPUT_PAUSE_UNSUPPORTED
+            verdicts.append(_ConnectorVerdict(entry, None, OUTPUT_PAUSE_UNSUPPORTED, pending=False))
+            continue
+        if oc.paused == want_paused:
+            verdicts.append(_ConnectorVerdict(entry, None, None, pending=False))
+            continue
+        verb: Literal["start", "pause"] = "pause" if want_paused else "start"
+        if not settable:
+            entry["reason"] = PIPELINE_NOT_DEPLOYED
+            verdicts.append(_ConnectorVerdict(entry, None, None, pending=wait_for_deploy))
+            continue
+        entry["reason"] = PAUSING if want_paused else STARTING
+        action = ConnectorAction(direction, spec_relation, key[1], verb)
+        verdicts.append(_ConnectorVerdict(entry, action, None, pending=True))
+
+    for key, oc in seen.items():
+        if key in wanted:
+            continue
+        entry = {relation_key: oc.relation, "connector": oc.connector, "declared": False}
+        _fill_observed(entry, oc, running)
+        verdicts.append(_ConnectorVerdict(entry, None, None, pending=False))
+    return verdicts
+
+
+def _fill_observed(entry: dict[str, Any], oc: ObservedConnector, pipeline_running: bool) -> None:
+    entry["paused"] = oc.paused
+    entry["state"] = "Unknown" if oc.paused is None else ("Paused" if oc.paused else "Running")
+    # A connector moves data only when the pipeline AND the connector run (feldera-api.md).
+    entry["active"] = pipeline_running and oc.paused is False
+    if oc.end_of_input is not None:
+        entry["endOfInput"] = oc.end_of_input
+    if oc.health is not None:
+        entry["health"] = oc.health
+    if oc.fatal_error:
+        entry["fatalError"] = oc.fatal_error
+
+
+def _unknown_entries(
+    spec: FelderaPipelineSpec, reason: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    base = {"declared": True, "paused": None, "state": "Unknown", "active": False, "reason": reason}
+    inputs = [
+        {"table": c.table, "connector": c.connector, "desiredPaused": c.paused, **base}
+        for c in spec.inputs
+    ]
+    outputs = [
+        {"view": c.view, "connector": c.connector, "desiredPaused": c.paused, **base}
+        for c in spec.outputs
+    ]
+    return inputs, outputs
+
+
+def _entry_name(entry: Mapping[str, Any]) -> str:
+    relation = entry.get("table", entry.get("view"))
+    return f"{relation}.{entry['connector']}"
+
+
+def _connector_problem_message(reason: str, names: Sequence[str]) -> str:
+    listed = ", ".join(names)
+    if reason == CONNECTOR_NOT_FOUND:
+        return f"Feldera does not report declared connector(s): {listed}"
+    if reason == OUTPUT_PAUSE_UNSUPPORTED:
+        return f"this Feldera cannot pause output connectors (needs 0.369+): {listed}"
+    return f"{reason}: {listed}"
+
+
+def _converged_message(
+    spec: FelderaPipelineSpec, observed: ObservedPipeline, verdicts: Sequence[_ConnectorVerdict]
+) -> str:
+    declared = sum(1 for v in verdicts if v.entry.get("declared"))
+    return (
+        f"pipeline {observed.deployment_status} as declared; "
+        f"{declared} declared connector(s) as declared"
+    )
+
+
+def _summary(entries: Iterable[Mapping[str, Any]]) -> str:
+    entries = list(entries)
+    active = sum(1 for e in entries if e.get("active"))
+    return f"{active}/{len(entries)} active"
+
+
+def _first_line(text: str | None, limit: int = 300) -> str:
+    if not text:
+        return ""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# ----------------------------------------------------------------------------- conditions
+
+
+def _conditions(
+    previous: Any,
+    *,
+    generation: int,
+    now: str,
+    ready: tuple[bool, str, str],
+    synced: tuple[bool, str, str],
+    reconciling: tuple[bool, str, str],
+    stalled: tuple[bool, str, str],
+) -> list[dict[str, Any]]:
+    """The four conditions, whole; lastTransitionTime moves only when a status flips."""
+    before = {c.get("type"): c for c in previous or [] if isinstance(c, Mapping)}
+    result = []
+    for ctype, (value, reason, message) in zip(
+        CONDITION_TYPES, (ready, synced, reconciling, stalled), strict=True
+    ):
+        status = "True" if value else "False"
+        if ctype == "Reconciling" and not value:
+            reason, message = AS_EXPECTED, "nothing in flight"
+        if ctype == "Stalled" and not value:
+            reason, message = AS_EXPECTED, "no problem that needs a person"
+        old = before.get(ctype)
+        since = old.get("lastTransitionTime") if old and old.get("status") == status else None
+        result.append(
+            {
+                "type": ctype,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": since or now,
+                "observedGeneration": generation,
+            }
+        )
+    return result
+
+
+def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether writing `new` would change anything (absent and null count as the same)."""
+    return bool(_strip_nulls(dict(old or {})) != _strip_nulls(dict(new)))
+
+
+def _strip_nulls(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _strip_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_strip_nulls(v) for v in value]
+    return value
+
+
+def is_drift(decision: Decision, *, ready_generation: int | None, generation: int) -> bool:
+    """Actions for a generation already seen Ready mean Feldera was changed behind our back."""
+    return bool(decision.actions) and ready_generation == generation
