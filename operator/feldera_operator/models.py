@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 GROUP = "feldera.dev"
 VERSION = "v1alpha1"
@@ -28,6 +29,30 @@ MAX_CONNECTORS = 256
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 
+# Kubernetes-only schema markers, carried into the CRDs by crdgen.py; pydantic ignores them.
+def _list_map(*keys: str) -> JsonDict:
+    """A list that server-side apply merges entry by entry, keyed by `keys` (unique per list)."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
+def _immutable(field: str) -> JsonDict:
+    """The field keeps its value once set (a transition rule runs only when both values exist)."""
+    return {
+        "x-kubernetes-validations": [
+            {"rule": "self == oldSelf", "message": f"{field} is immutable."}
+        ]
+    }
+
+
+def _set_once(field: str) -> JsonDict:
+    """A rule for the parent object: the field can be neither added nor removed by an update."""
+    return {
+        "rule": f"has(self.{field}) == has(oldSelf.{field})",
+        "message": f"{field} cannot be added or removed after creation.",
+        "fieldPath": f".{field}",
+    }
+
+
 class _Model(BaseModel):
     """Base: camelCase names as written in YAML, unknown fields refused."""
 
@@ -40,9 +65,7 @@ class _Model(BaseModel):
 class SecretKeyRef(_Model):
     """A key in a Secret in the resource's own namespace."""
 
-    name: Annotated[
-        str, Field(min_length=1, max_length=253, description="Name of the Secret.")
-    ]
+    name: Annotated[str, Field(min_length=1, max_length=253, description="Name of the Secret.")]
     key: Annotated[
         str,
         Field(
@@ -93,9 +116,7 @@ class Condition(_Model):
             description="CamelCase reason from a fixed catalogue (see the README).",
         ),
     ]
-    message: Annotated[
-        str, Field(max_length=32768, description="Human-readable details.")
-    ] = ""
+    message: Annotated[str, Field(max_length=32768, description="Human-readable details.")] = ""
     lastTransitionTime: Annotated[
         str,
         Field(description="When `status` last changed (RFC 3339)."),
@@ -151,21 +172,20 @@ class FelderaInstanceStatus(_Model):
         Field(
             max_length=8,
             description="Ready (the API answered), Synced, Reconciling, Stalled.",
+            json_schema_extra=_list_map("type"),
         ),
     ] = []
     reachable: Annotated[
         bool | None, Field(description="Whether the last request to the API succeeded.")
     ] = None
-    version: Annotated[
-        str | None, Field(description="Feldera version from GET /v0/config.")
-    ] = None
+    version: Annotated[str | None, Field(description="Feldera version from GET /v0/config.")] = None
     edition: Annotated[
         str | None,
         Field(description="Feldera edition from GET /v0/config (Open source or Enterprise)."),
     ] = None
-    pipelines: Annotated[
-        int | None, Field(description="Number of pipelines the API reported.")
-    ] = None
+    pipelines: Annotated[int | None, Field(description="Number of pipelines the API reported.")] = (
+        None
+    )
 
 
 class FelderaInstance(_Model):
@@ -248,12 +268,19 @@ DeletionPolicy = Literal["Orphan", "Stop"]
 class FelderaPipelineSpec(_Model):
     """The desired state of one Feldera pipeline and of the connectors listed here."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [_set_once("pipelineName"), _set_once("instanceRef")]
+        }
+    )
+
     pipelineName: Annotated[
         str | None,
         Field(
             pattern=PIPELINE_NAME_PATTERN,
             max_length=PIPELINE_NAME_MAX,
             description="Pipeline name in Feldera. Defaults to metadata.name. Immutable.",
+            json_schema_extra=_immutable("pipelineName"),
         ),
     ] = None
     instanceRef: Annotated[
@@ -262,7 +289,8 @@ class FelderaPipelineSpec(_Model):
             description=(
                 "The FelderaInstance that serves this pipeline. Omit to use the operator's "
                 "default instance. Immutable."
-            )
+            ),
+            json_schema_extra=_immutable("instanceRef"),
         ),
     ] = None
     paused: Annotated[
@@ -295,6 +323,7 @@ class FelderaPipelineSpec(_Model):
                 "Input connectors this resource controls, keyed by (table, connector). "
                 "Connectors not listed are reported in status and never touched."
             ),
+            json_schema_extra=_list_map("table", "connector"),
         ),
     ] = []
     outputs: Annotated[
@@ -305,6 +334,7 @@ class FelderaPipelineSpec(_Model):
                 "Output connectors this resource controls, keyed by (view, connector). "
                 "Needs Feldera 0.369 or newer."
             ),
+            json_schema_extra=_list_map("view", "connector"),
         ),
     ] = []
 
@@ -343,9 +373,9 @@ class _ConnectorStatusBase(_Model):
     health: Annotated[
         str | None, Field(description="Healthy or Unhealthy, as Feldera reports it.")
     ] = None
-    fatalError: Annotated[
-        str | None, Field(description="The connector's fatal error, if any.")
-    ] = None
+    fatalError: Annotated[str | None, Field(description="The connector's fatal error, if any.")] = (
+        None
+    )
 
 
 class InputConnectorStatus(_ConnectorStatusBase):
@@ -368,11 +398,15 @@ class FelderaPipelineStatus(_Model):
     ] = None
     conditions: Annotated[
         list[Condition],
-        Field(max_length=8, description="Ready, Synced, Reconciling and Stalled."),
+        Field(
+            max_length=8,
+            description="Ready, Synced, Reconciling and Stalled.",
+            json_schema_extra=_list_map("type"),
+        ),
     ] = []
-    pipelineName: Annotated[
-        str | None, Field(description="The pipeline name used in Feldera.")
-    ] = None
+    pipelineName: Annotated[str | None, Field(description="The pipeline name used in Feldera.")] = (
+        None
+    )
     state: Annotated[
         str | None, Field(description="Feldera's deployment_status (Running, Paused, Stopped...).")
     ] = None
@@ -391,16 +425,42 @@ class FelderaPipelineStatus(_Model):
     ] = None
     inputs: Annotated[
         list[InputConnectorStatus],
-        Field(max_length=1024, description="One entry per input connector Feldera reports."),
+        Field(
+            max_length=1024,
+            description="One entry per input connector Feldera reports.",
+            json_schema_extra=_list_map("table", "connector"),
+        ),
     ] = []
     outputs: Annotated[
         list[OutputConnectorStatus],
-        Field(max_length=1024, description="One entry per output connector Feldera reports."),
+        Field(
+            max_length=1024,
+            description="One entry per output connector Feldera reports.",
+            json_schema_extra=_list_map("view", "connector"),
+        ),
     ] = []
 
 
 class FelderaPipeline(_Model):
     """A Feldera pipeline and the paused state of its connectors, declared."""
+
+    # The pipeline name defaults to metadata.name, which Kubernetes allows longer and with dots.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": (
+                        "has(self.spec.pipelineName) || "
+                        "(size(self.metadata.name) <= 63 && !self.metadata.name.contains('.'))"
+                    ),
+                    "message": (
+                        "metadata.name is not a valid Feldera pipeline name (at most 63 "
+                        "characters, no dots): set spec.pipelineName."
+                    ),
+                }
+            ]
+        }
+    )
 
     KIND: ClassVar[str] = "FelderaPipeline"
     PLURAL: ClassVar[str] = "felderapipelines"
