@@ -565,7 +565,11 @@ class FelderaClient:
         url = URL(self._base + path, encoded=True)
         session = self._http()
         status: int | None = None
+        failure: FelderaUnreachable | None = None
         started = time.monotonic()
+        # Failures are raised after the `except` blocks, not inside them, so that they carry no
+        # __context__: aiohttp's exceptions hold the request, and the repr of some of them prints
+        # its headers, the key among them.
         try:
             async with session.request(
                 method,
@@ -579,21 +583,21 @@ class FelderaClient:
             ) as response:
                 raw = await response.read()
                 status = response.status
-        # `from None` below: aiohttp's exceptions carry the request, headers included, and a
-        # chained cause would be printed with any traceback of ours.
         except TimeoutError:
-            raise FelderaUnreachable(
+            failure = FelderaUnreachable(
                 f"no response within {self._timeout.total:g} s", endpoint=endpoint, timeout=True
-            ) from None
+            )
         except aiohttp.ClientSSLError as e:
-            raise FelderaTLSError(
+            failure = FelderaTLSError(
                 self._redact(f"TLS failed: {_describe(e)}"), endpoint=endpoint
-            ) from None
+            )
         except aiohttp.ClientError as e:
             # Refused, reset, DNS, dropped mid-response, or a response too broken to parse.
-            raise FelderaUnreachable(self._redact(_describe(e)), endpoint=endpoint) from None
+            failure = FelderaUnreachable(self._redact(_describe(e)), endpoint=endpoint)
         finally:
             self._report(method, path_template, status, time.monotonic() - started)
+        if failure is not None:
+            raise failure
 
         if not 200 <= response.status <= 299:
             raise self._error(endpoint, response, raw)
@@ -613,11 +617,11 @@ class FelderaClient:
         try:
             return json.loads(raw)
         except ValueError:
-            # Typically a proxy or login page answering 200 in the API's place.
-            text = _excerpt(self._redact(raw.decode("utf-8", "replace")))
-            raise FelderaError(
-                f"response is not JSON: {text}", endpoint=endpoint, status=status
-            ) from None
+            pass
+        # Typically a proxy or login page answering 200 in the API's place. Raised outside the
+        # `except`: the decoder's error keeps the whole body, which may echo the key.
+        text = _excerpt(self._redact(raw.decode("utf-8", "replace")))
+        raise FelderaError(f"response is not JSON: {text}", endpoint=endpoint, status=status)
 
     def _error(self, endpoint: str, response: aiohttp.ClientResponse, raw: bytes) -> FelderaError:
         # Redact before excerpting: a cut through the key would leave a prefix of it behind.
