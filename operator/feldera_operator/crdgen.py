@@ -212,6 +212,16 @@ def _check_list_map(node: Mapping[str, Any], path: str) -> None:
         raise UntranslatableSchema(f"{path}: list-type map without list-map-keys")
 
 
+def to_structural(json_schema: Mapping[str, Any], *, status: bool = False) -> dict[str, Any]:
+    """Translate one pydantic JSON Schema (with its own `$defs`) into a structural schema.
+
+    `status=True` drops defaults, as for everything under a resource's status.
+    Raises UntranslatableSchema for constructs a CRD cannot express.
+    """
+    ctx = _Context(defs=json_schema.get("$defs", {}), in_status=status)
+    return _translate({k: v for k, v in json_schema.items() if k != "$defs"}, ctx, "")
+
+
 def openapi_schema(model: _Resource) -> dict[str, Any]:
     """The `openAPIV3Schema` of one resource."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
