@@ -1,4 +1,4 @@
-"""The `feldera-operator` command: run the operator, generate CRDs, serve the emulators, demo, bench.
+"""The `feldera-operator` command: run the operator, generate CRDs, serve emulators, demo, bench.
 
 Each subcommand imports its module lazily, so `feldera-operator run` in the production image never
 loads the emulators or their optional dependencies.

@@ -613,3 +613,83 @@ def _strip_nulls(value: Any) -> Any:
 def is_drift(decision: Decision, *, ready_generation: int | None, generation: int) -> bool:
     """Actions for a generation already seen Ready mean Feldera was changed behind our back."""
     return bool(decision.actions) and ready_generation == generation
+
+
+def with_problem(
+    status: Mapping[str, Any], problem: Problem, *, generation: int, now: str
+) -> dict[str, Any]:
+    """The decided status, with conditions saying that issuing an action failed."""
+    result = dict(status)
+    synced = problem.reason not in SYNC_FAILURE_REASONS
+    result["conditions"] = _conditions(
+        status.get("conditions"),
+        generation=generation,
+        now=now,
+        ready=(False, problem.reason, problem.message),
+        synced=(
+            synced,
+            SYNCED if synced else problem.reason,
+            "last round trip to Feldera succeeded" if synced else problem.message,
+        ),
+        reconciling=(problem.reason not in STALLED_REASONS, problem.reason, problem.message),
+        stalled=(problem.reason in STALLED_REASONS, problem.reason, problem.message),
+    )
+    return result
+
+
+def invalid_spec_status(
+    message: str, *, generation: int, previous_status: Mapping[str, Any] | None, now: str
+) -> dict[str, Any]:
+    """A spec the operator cannot act on: say so, act on nothing, keep what was observed."""
+    previous = dict(previous_status or {})
+    previous["observedGeneration"] = generation
+    previous["conditions"] = _conditions(
+        previous.get("conditions"),
+        generation=generation,
+        now=now,
+        ready=(False, INVALID_SPEC, message),
+        synced=(True, SYNCED, "nothing to send to Feldera"),
+        reconciling=(False, INVALID_SPEC, message),
+        stalled=(True, INVALID_SPEC, message),
+    )
+    return previous
+
+
+def instance_status(
+    problem: Problem | None,
+    *,
+    generation: int,
+    server: Mapping[str, Any],
+    pipelines: int | None,
+    previous_status: Mapping[str, Any] | None,
+    now: str,
+) -> dict[str, Any]:
+    """A FelderaInstance's status: whether its API answered, and what it is."""
+    previous = dict(previous_status or {})
+    if problem is None:
+        ready = (True, CONVERGED, "the Feldera API answered")
+        synced = (True, SYNCED, "last round trip to Feldera succeeded")
+    else:
+        ready = (False, problem.reason, problem.message)
+        synced = (problem.reason not in SYNC_FAILURE_REASONS, problem.reason, problem.message)
+    return {
+        "observedGeneration": generation,
+        "reachable": problem is None
+        or problem.reason not in (FELDERA_UNREACHABLE, FELDERA_ERROR, INSTANCE_NOT_FOUND),
+        "version": server.get("version") or previous.get("version"),
+        "edition": server.get("edition") or previous.get("edition"),
+        "pipelines": pipelines if pipelines is not None else previous.get("pipelines"),
+        "conditions": _conditions(
+            previous.get("conditions"),
+            generation=generation,
+            now=now,
+            ready=ready,
+            synced=synced,
+            reconciling=(False, AS_EXPECTED, ""),
+            stalled=(
+                problem is not None and problem.reason in STALLED_REASONS,
+                problem.reason if problem else AS_EXPECTED,
+                problem.message if problem else "",
+            ),
+        ),
+    }

@@ -1,0 +1,61 @@
+"""The kopf wiring: watch events of both kinds go to the Reconciler; nothing else lives here.
+
+Only `@kopf.on.event` handlers are used: they cost no writes (no progress or diff-base
+annotations) and no per-object timers; the Reconciler decides what each event means. kopf still
+provides the watches, the per-object serialisation of events, the liveness endpoint and logging.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from feldera_operator.config import OperatorConfig
+from feldera_operator.kube import KubeApi, load_api_client
+from feldera_operator.models import GROUP, VERSION, FelderaInstance, FelderaPipeline
+from feldera_operator.reconciler import Reconciler
+
+log = logging.getLogger(__name__)
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # kopf's own credentials come from the same library and files as the operator's own calls.
+    return kopf.login_via_client(**kwargs)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = memo.get("config") or OperatorConfig.from_env()
+    # Level-based reconciling needs no handler progress or diff-base storage; event handlers
+    # do not use them. Posting kopf's own events only for warnings keeps Events meaningful.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.batching.batch_window = 0.05
+    memo["reconciler"] = Reconciler(config, KubeApi(load_api_client()))
+    log.info(
+        "feldera-operator started: period %.1fs, default instance %s",
+        config.period,
+        config.default_url or "(none)",
+    )
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    reconciler: Reconciler | None = memo.get("reconciler")
+    if reconciler is not None:
+        await reconciler.close()
+
+
+@kopf.on.event(GROUP, VERSION, FelderaPipeline.PLURAL)
+async def pipeline_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    reconciler: Reconciler = memo["reconciler"]
+    await reconciler.on_pipeline_event(event.get("type"), event["object"])
+
+
+@kopf.on.event(GROUP, VERSION, FelderaInstance.PLURAL)
+async def instance_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    reconciler: Reconciler = memo["reconciler"]
+    await reconciler.on_instance_event(event.get("type"), event["object"])

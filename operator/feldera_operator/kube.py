@@ -1,0 +1,180 @@
+"""The operator's own Kubernetes calls: status patches, finalizers, Secret reads and Events.
+
+kopf watches the resources; these few direct calls go through the official `kubernetes` client
+(its one job in the runtime), run in worker threads because that client is synchronous. Every call
+here is one the Helm chart's RBAC grants: custom resources `patch` and their status `patch`,
+Secrets `get`, Events `create`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as dt
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from feldera_operator.models import GROUP, VERSION
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "feldera-operator"
+MERGE_PATCH = "application/merge-patch+json"
+EVENT_MESSAGE_LIMIT = 1024
+
+
+class KubeError(Exception):
+    """A Kubernetes API call failed; `status` is the HTTP status (None when no response came)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SecretMissing(KubeError):
+    """The Secret, or the key in it, does not exist."""
+
+
+def load_api_client() -> kubernetes.client.ApiClient:
+    """In-cluster service account if there is one, else the kubeconfig (KUBECONFIG)."""
+    config = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=config)  # type: ignore[no-untyped-call]
+    # Status writes of many objects at once come from several threads.
+    config.connection_pool_maxsize = 16
+    return kubernetes.client.ApiClient(configuration=config)
+
+
+class KubeApi:
+    """Async façade over the synchronous client; one instance per operator process."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self._custom = kubernetes.client.CustomObjectsApi(api_client)
+        self._core = kubernetes.client.CoreV1Api(api_client)
+        self._instance = f"{socket.gethostname()}-{os.getpid()}"
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch the status subresource; null values remove fields, lists are replaced."""
+        body = {"status": dict(status)}
+        return await self._call(
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            body,
+            _content_type=MERGE_PATCH,
+        )
+
+    async def patch_object(
+        self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch the main resource (used for the finalizer only)."""
+        return await self._call(
+            self._custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            dict(patch),
+            _content_type=MERGE_PATCH,
+        )
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
+        """The decoded value of one key of a Secret. Never logged, never put in an error."""
+        try:
+            secret = await self._call(self._core.read_namespaced_secret, name, namespace)
+        except KubeError as e:
+            if e.status == 404:
+                raise SecretMissing(f"Secret {namespace}/{name} not found", 404) from None
+            raise
+        data = secret.get("data") or {}
+        if key not in data:
+            raise SecretMissing(f"Secret {namespace}/{name} has no key {key!r}", 404)
+        try:
+            return base64.b64decode(data[key], validate=True).decode().strip()
+        except (binascii.Error, UnicodeDecodeError):
+            raise KubeError(
+                f"Secret {namespace}/{name} key {key!r} is not valid base64 text"
+            ) from None
+
+    async def post_event(
+        self,
+        involved: Mapping[str, Any],
+        *,
+        reason: str,
+        message: str,
+        warning: bool = False,
+    ) -> None:
+        """Record a core/v1 Event on the object (what `kubectl describe` and dashboards show)."""
+        meta = involved.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"
+        now = dt.datetime.now(dt.UTC)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'object')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion"),
+                "kind": involved.get("kind"),
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+            },
+            "reason": reason,
+            "message": message[:EVENT_MESSAGE_LIMIT],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self._instance,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            await self._call(self._core.create_namespaced_event, namespace, body)
+        except KubeError as e:
+            # An Event is a courtesy: never let its failure disturb reconciling.
+            log.warning(
+                "could not post Event %s on %s/%s: %s", reason, namespace, meta.get("name"), e
+            )
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            result = await asyncio.to_thread(fn, *args, **kwargs)
+        except ApiException as e:
+            raise KubeError(_api_error_text(e), e.status) from None
+        except Exception as e:  # urllib3/socket errors: no response
+            raise KubeError(f"Kubernetes API unreachable: {type(e).__name__}") from None
+        if hasattr(result, "to_dict"):
+            return dict(result.to_dict())
+        return dict(result) if isinstance(result, Mapping) else {}
+
+
+def _api_error_text(e: ApiException) -> str:
+    # The body is a Status object whose message names the problem; headers are never included.
+    body = getattr(e, "body", None)
+    if isinstance(body, bytes | str):
+        import json
+
+        try:
+            parsed = json.loads(body)
+            if isinstance(parsed, Mapping) and isinstance(parsed.get("message"), str):
+                return f"{e.status} {parsed.get('reason', '')}: {parsed['message']}"
+        except ValueError:
+            pass
+    return f"{e.status} {e.reason}"

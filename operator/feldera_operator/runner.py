@@ -1,0 +1,96 @@
+"""`feldera-operator run`: the container's command. Runs the kopf operator with our handlers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from feldera_operator.config import OperatorConfig, SecretRef
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument(
+        "--default-url",
+        default=env("FELDERA_URL"),
+        help="Feldera API URL for pipelines without spec.instanceRef (env FELDERA_URL).",
+    )
+    parser.add_argument(
+        "--default-api-key-secret",
+        default=env("FELDERA_API_KEY_SECRET"),
+        metavar="NAMESPACE/NAME[:KEY]",
+        help="Secret holding the default instance's API key (env FELDERA_API_KEY_SECRET; "
+        "key defaults to apiKey).",
+    )
+    parser.add_argument(
+        "--default-tenant",
+        default=env("FELDERA_TENANT"),
+        help="Feldera tenant (env FELDERA_TENANT).",
+    )
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[n for n in (env("WATCH_NAMESPACES") or "").split(",") if n],
+        help="Watch only this namespace (repeatable; env WATCH_NAMESPACES, comma-separated). "
+        "Default: all namespaces.",
+    )
+    parser.add_argument(
+        "--period",
+        type=float,
+        default=float(env("FELDERA_OPERATOR_PERIOD", "10")),
+        help="Seconds between observations of each Feldera instance (default 10).",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=float(env("FELDERA_REQUEST_TIMEOUT", "10")),
+        help="Timeout of one request to Feldera, in seconds (default 10).",
+    )
+    parser.add_argument(
+        "--liveness",
+        default=env("LIVENESS_ENDPOINT", "http://0.0.0.0:8080/healthz"),
+        help="Liveness endpoint URL to serve ('' to disable).",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=env("LOG_FORMAT", "text"),
+        help="Log format (json for log collectors).",
+    )
+    parser.add_argument("--verbose", action="store_true", help="Debug logging.")
+
+
+def config_from_args(args: argparse.Namespace) -> OperatorConfig:
+    return OperatorConfig(
+        period=args.period,
+        default_url=args.default_url or None,
+        default_api_key=(
+            SecretRef.parse(args.default_api_key_secret) if args.default_api_key_secret else None
+        ),
+        default_tenant=args.default_tenant or None,
+        request_timeout=args.request_timeout,
+        namespaces=tuple(args.namespace),
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    import kopf
+
+    import feldera_operator.handlers  # noqa: F401  (registers the handlers)
+
+    config = config_from_args(args)
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    logging.getLogger("feldera_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    kopf.run(
+        standalone=True,
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+        liveness_endpoint=args.liveness or None,
+        memo=kopf.Memo(config=config),
+    )
+    return 0
