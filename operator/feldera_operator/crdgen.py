@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,13 +125,18 @@ class _Context:
     # Status is written by the operator, which always writes whole values: defaults there would
     # only add fields the operator did not write.
     in_status: bool = False
+    # References being inlined, outermost first: a model that contains itself cannot be inlined.
+    refs: tuple[str, ...] = ()
 
-    def resolve(self, ref: str, path: str) -> Mapping[str, Any]:
+    def enter(self, ref: str, path: str) -> tuple[Mapping[str, Any], _Context]:
+        """The referenced schema, and the context to translate it in."""
         prefix = "#/$defs/"
         if not ref.startswith(prefix) or ref[len(prefix) :] not in self.defs:
             raise UntranslatableSchema(f"{path}: cannot resolve $ref {ref!r}")
+        if ref in self.refs:
+            raise UntranslatableSchema(f"{path}: recursive model {ref!r} has no structural form")
         target: Mapping[str, Any] = self.defs[ref[len(prefix) :]]
-        return target
+        return target, replace(self, refs=(*self.refs, ref))
 
 
 def _translate(node: Mapping[str, Any], ctx: _Context, path: str) -> dict[str, Any]:
@@ -141,7 +146,8 @@ def _translate(node: Mapping[str, Any], ctx: _Context, path: str) -> dict[str, A
     if "$ref" in rest:
         # Keywords beside the reference (the field's description, default, markers) describe this
         # use of the type, so they are applied after, over the referenced model's own.
-        out = _translate(ctx.resolve(rest.pop("$ref"), path), ctx, path)
+        target, inner = ctx.enter(rest.pop("$ref"), path)
+        out = _translate(target, inner, path)
     elif "anyOf" in rest:
         choices = rest.pop("anyOf")
         others = [c for c in choices if c != _NULL]

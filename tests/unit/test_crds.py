@@ -799,6 +799,17 @@ def test_translation_refuses_what_has_no_structural_form(annotation: Any) -> Non
         crdgen.to_structural(model.model_json_schema())
 
 
+class _Tree(pydantic.BaseModel):
+    """A model that contains itself."""
+
+    children: list[_Tree] = []
+
+
+def test_translation_refuses_a_recursive_model() -> None:
+    with pytest.raises(crdgen.UntranslatableSchema, match="recursive"):
+        crdgen.to_structural(_Tree.model_json_schema())
+
+
 def test_translation_refuses_a_map_list_keyed_by_an_optional_field() -> None:
     class Item(pydantic.BaseModel):
         key: str | None = None
