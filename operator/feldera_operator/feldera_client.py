@@ -9,6 +9,9 @@ What it promises its callers:
   can act on (unreachable, credentials, not found, not deployed, server error, bad request), with
   `retryable` and `retry_after`. No aiohttp exception escapes.
 - It never retries: the reconcile loop owns backoff, and a hidden retry here would multiply it.
+  The one resend is aiohttp's own: a GET or PUT whose connection closes before any answer is sent
+  once more (RFC 9112 9.3.1), so a keep-alive connection a proxy closed while idle does not read
+  as "unreachable". POST actions are never resent.
 - Every path segment is percent-encoded and sent as is, so a quoted SQL name (`"MyTable"`) reaches
   Feldera as `%22MyTable%22`.
 - The API key never appears in an exception, a log line or a repr, even when a server echoes it.
