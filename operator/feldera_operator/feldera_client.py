@@ -374,9 +374,9 @@ class FelderaClient:
             # Credentials go in api_key; in the URL they would leak into every error and log.
             raise ValueError("base_url must not carry credentials; pass api_key instead")
         if api_key is not None and not _HEADER_VALUE.fullmatch(api_key):
-            raise ValueError("api_key contains characters not allowed in an HTTP header")
+            raise ValueError("api_key must be non-empty printable ASCII without spaces")
         if tenant is not None and not _HEADER_VALUE.fullmatch(tenant):
-            raise ValueError("tenant contains characters not allowed in an HTTP header")
+            raise ValueError("tenant must be non-empty printable ASCII without spaces")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
 

@@ -722,6 +722,7 @@ async def test_given_session_is_used_and_left_open(fake: FakeFeldera) -> None:
         ({"base_url": "ftp://host"}, "base_url"),
         ({"base_url": "http://user:hunter2@host"}, "credentials"),
         ({"base_url": "http://h", "api_key": API_KEY + "\r\nX: y"}, "api_key"),
+        ({"base_url": "http://h", "api_key": ""}, "api_key"),
         ({"base_url": "http://h", "tenant": "a b"}, "tenant"),
         ({"base_url": "http://h", "timeout": 0}, "timeout"),
     ],
