@@ -259,9 +259,9 @@ async def test_list_pipelines_asks_for_status_and_returns_the_list(
 
 
 async def test_actions_accept_an_empty_202_or_200(fake: FakeFeldera, client: FelderaClient) -> None:
-    fake.canned = type(fake.canned)(status=202, body=b"")
+    fake.canned = Canned(status=202, body=b"")
     await client.pause("p")
-    fake.canned = type(fake.canned)(status=200, body=b"", headers={})
+    fake.canned = Canned(status=200, body=b"", headers={})
     await client.input_connector_action("p", "t", "c", "start")
     assert [r.raw_path for r in fake.seen] == [
         "/v0/pipelines/p/pause",
@@ -414,7 +414,7 @@ async def test_plain_text_error_is_kept_as_the_message(
 async def test_empty_error_body_falls_back_to_the_reason_phrase(
     fake: FakeFeldera, client: FelderaClient
 ) -> None:
-    fake.canned = type(fake.canned)(status=504, body=b"", headers={})
+    fake.canned = Canned(status=504, body=b"", headers={})
     with pytest.raises(FelderaServerError) as info:
         await client.stats("p")
     assert info.value.message == "Gateway Timeout"
