@@ -487,13 +487,16 @@ class Reconciler:
         if state.client is None or fingerprint != state.fingerprint:
             if state.client is not None:
                 await state.client.close()
-            state.client = FelderaClient(
-                url,
-                api_key=api_key,
-                tenant=tenant,
-                ca_pem=ca,
-                timeout=self.config.request_timeout,
-            )
+            try:
+                state.client = FelderaClient(
+                    url,
+                    api_key=api_key,
+                    tenant=tenant,
+                    ca_pem=ca,
+                    timeout=self.config.request_timeout,
+                )
+            except ValueError as e:  # its messages never repeat the key or the CA
+                raise _Unobservable(d.Problem(d.INVALID_SPEC, f"{state.label}: {e}")) from None
             state.fingerprint = fingerprint
             state.connected = False
         return state.client
