@@ -566,6 +566,15 @@ async def test_drift_hook_flips_a_flag_behind_the_clients_back(
     assert emulator.request_counts() == {count_key("GET", ROUTE_STATS): 2}
 
 
+async def test_flag_planted_while_stopped_comes_back_on_restart(
+    emulator: FelderaEmulator, call: Call
+) -> None:
+    await put(call, "p1")
+    emulator.set_connector_paused("p1", "orders", "backfill", True)
+    assert (await call("POST", "/v0/pipelines/p1/start"))[0] == 202
+    assert (await input_flags(call, "p1"))["orders.backfill"] is True
+
+
 # ------------------------------------------------------------------------------- auth
 
 
@@ -744,19 +753,24 @@ def _cli_available() -> bool:
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "stop_signal"),
     [
         pytest.param(
             [sys.executable, "-m", "feldera_operator.cli", "emulator", "feldera"],
+            signal.SIGTERM,
             marks=pytest.mark.skipif(
                 not _cli_available(), reason="the CLI's other subcommands are not there yet"
             ),
             id="cli",
         ),
-        pytest.param([sys.executable, "-m", "feldera_operator.emulators.feldera"], id="module"),
+        pytest.param(
+            [sys.executable, "-m", "feldera_operator.emulators.feldera"],
+            signal.SIGINT,
+            id="module",
+        ),
     ],
 )
-async def test_runs_as_a_separate_process(argv: list[str]) -> None:
+async def test_runs_as_a_separate_process(argv: list[str], stop_signal: signal.Signals) -> None:
     proc, url = _spawn([*argv, "--port", "0", "--api-key", "k1", "--read-api-key", "k2"])
     try:
         assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
@@ -768,5 +782,5 @@ async def test_runs_as_a_separate_process(argv: list[str]) -> None:
             async with s.get("/v0/pipelines", headers={"Authorization": "Bearer k2"}) as resp:
                 assert resp.status == 200 and await resp.json() == []
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop_signal)
         assert proc.wait(timeout=10) == 0

@@ -327,6 +327,9 @@ class FelderaEmulator:
         `latency` delays the answer; then `drop` closes the connection without one, or `status`
         answers with a Feldera error body (`error_code`, default "EmulatedFault"). A fault with
         neither only adds latency. Faults apply in the order injected.
+
+        aiohttp resends an idempotent request once when its connection drops, so an aiohttp GET
+        fails visibly only after two drops: inject `drop=True, count=2` for that.
         """
         if endpoint not in ROUTES:
             raise ValueError(f"unknown endpoint template {endpoint!r}; use a ROUTE_* constant")
@@ -355,7 +358,10 @@ class FelderaEmulator:
         p = self._get(pipeline)
         endpoint = self._endpoint(p, relation, connector, output=output)
         endpoint.paused = paused
-        if p.checkpoint is not None and p.status == "Stopped":
+        if p.status == "Stopped":
+            # A stopped pipeline's flags live in its checkpoint until the next start reads them.
+            if p.checkpoint is None:
+                p.checkpoint = {}
             p.checkpoint[endpoint.full_name] = (endpoint.fingerprint(), paused)
 
     def fail_pipeline(self, pipeline: str, message: str = "emulated fatal error") -> None:
