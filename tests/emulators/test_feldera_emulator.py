@@ -137,6 +137,28 @@ def test_sql_reader_names_connectors_and_folds_unquoted_names() -> None:
     assert [c.name for c in view.connectors] == ["sink"]
 
 
+def test_sql_reader_skips_what_it_does_not_need() -> None:
+    program = parse_program(
+        """
+        /* a comment with CREATE TABLE fake (x INT) inside */
+        CREATE TYPE address AS (street VARCHAR, city VARCHAR);
+        CREATE FUNCTION plus_one(x INT) RETURNS INT AS x + 1;
+        create table Items (id INT, note VARCHAR DEFAULT 'it''s (not) a paren') with (
+            'materialized' = 'true',
+            'connectors' = '[{"name": "src", "transport": {"name": "url_input"}}]'
+        );
+        CREATE OR REPLACE VIEW "V1" (id) AS SELECT id FROM items; -- trailing ; comment
+        CREATE LOCAL VIEW helper AS SELECT 1;
+        CREATE INDEX idx ON "V1"(id);
+        """
+    )
+    assert [t.name for t in program.tables] == ["items"]
+    items = program.table("items")
+    assert items is not None and [c.name for c in items.connectors] == ["src"]
+    assert [f["name"] for f in items.fields] == ["id", "note"]
+    assert [(v.name, v.case_sensitive) for v in program.views] == [("V1", True), ("helper", False)]
+
+
 @pytest.mark.parametrize(
     "sql",
     [

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from feldera import FelderaClient, PipelineBuilder
-from feldera.enums import PipelineStatus
-from feldera.rest.errors import FelderaAPIError
-from feldera.stats import PipelineStatistics
+from feldera import FelderaClient, PipelineBuilder  # type: ignore[import-untyped]
+from feldera.enums import PipelineStatus  # type: ignore[import-untyped]
+from feldera.rest.errors import FelderaAPIError  # type: ignore[import-untyped]
+from feldera.stats import PipelineStatistics  # type: ignore[import-untyped]
 from feldera_operator.emulators.feldera import (
     ROUTE_INPUT_CONNECTOR_ACTION,
     FelderaEmulator,

@@ -1049,7 +1049,7 @@ class FelderaEmulator:
 
     def _require_runtime(self, p: _Pipeline) -> None:
         """Requests forwarded to the pipeline process need one that answers."""
-        if p.status in _NOT_DEPLOYED or p.desired == "Stopped":
+        if p.status in _NOT_DEPLOYED:
             raise self._not_deployed(p)
         if p.status == "Initializing":
             raise ApiError(
