@@ -86,8 +86,11 @@ CONDITION_TYPES = ("Ready", "Synced", "Reconciling", "Stalled")
 DEPLOYED = frozenset({"Running", "Paused"})
 PROGRAM_FAILED = frozenset({"SqlError", "RustError", "SystemError"})
 PROGRAM_READY = "Success"
-# Settled states from which `start` is accepted.
-STARTABLE = frozenset({"Stopped", "Suspended"})
+# Settled states from which `start` is accepted (with desired status the same). Not Suspended:
+# Feldera then moves the desired status to Stopped by itself, and refuses start while stopping
+# (400 IllegalPipelineAction); its lifecycle reference: "Suspended can only be cleared by
+# stop-and-start".
+STARTABLE = frozenset({"Stopped"})
 
 
 # ----------------------------------------------------------------------------- observations
@@ -378,7 +381,9 @@ def _pipeline_step(
     desired = observed.desired_status
 
     if spec.stopped:
-        if status == "Stopped":
+        # Stopped with desired Running/Paused is a start Feldera has accepted and will carry out:
+        # not "Stopped as declared" (the stop below cancels it; stop is always accepted).
+        if status == "Stopped" and desired == "Stopped":
             return None, CONVERGED, "pipeline Stopped as declared"
         if desired == "Stopped":
             return None, STOPPING, f"pipeline is {status}, stopping"
