@@ -444,14 +444,16 @@ def _connector_verdicts(
 ) -> list[_ConnectorVerdict]:
     relation_key = "table" if direction == "input" else "view"
     running = pipeline.deployment_status == "Running"
-    seen: dict[tuple[str, str], ObservedConnector] = {}
-    for reported in observed or ():
-        if is_temporary_connector(reported.connector):
-            continue
-        seen[(canonical_reported_relation(reported.relation), reported.connector)] = reported
     wanted: dict[tuple[str, str], tuple[str, bool]] = {
         (canonical_spec_relation(rel), conn): (rel, paused) for rel, conn, paused in declared
     }
+    seen: dict[tuple[str, str], ObservedConnector] = {}
+    for reported in observed or ():
+        key = (canonical_reported_relation(reported.relation), reported.connector)
+        # A user may name a connector `api-...`: one the spec declares is never a temporary one.
+        if is_temporary_connector(reported.connector) and key not in wanted:
+            continue
+        seen[key] = reported
 
     verdicts: list[_ConnectorVerdict] = []
     # Declared connectors first, in spec order, then the others in Feldera's order.
