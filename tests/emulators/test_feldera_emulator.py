@@ -370,6 +370,17 @@ async def test_transitions_are_asynchronous_with_a_delay(
     assert (await call("POST", "/v0/pipelines/p1/start"))[0] == 202
 
 
+async def test_clearing_storage_takes_a_step_with_a_delay(
+    emulator: FelderaEmulator, call: Call
+) -> None:
+    await running(call, "p1")
+    await call("POST", "/v0/pipelines/p1/stop?force=true")
+    emulator.delay = 0.02
+    assert (await call("POST", "/v0/pipelines/p1/clear"))[0] == 202
+    assert (await status_of(call, "p1"))["storage_status"] == "Clearing"
+    await wait_for(call, "p1", "storage_status", "Cleared")
+
+
 async def test_fatal_error_stops_the_pipeline_and_start_dismisses_it(
     emulator: FelderaEmulator, call: Call
 ) -> None:
