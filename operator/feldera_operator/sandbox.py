@@ -197,7 +197,7 @@ class Sandbox:
         return http_json(self.feldera_url, method, path, body, api_key=api_key)
 
     def kube_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = http_json(self.kube_url, "GET", "/_emulator/requests")["counts"]
+        counts: dict[str, int] = http_json(self.kube_url, "GET", "/_emulator/requests")
         return counts
 
     def feldera_counts(self) -> dict[str, int]:

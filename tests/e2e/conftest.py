@@ -1,0 +1,145 @@
+"""End-to-end fixtures: the real operator process, a real kubectl, both emulators over HTTP."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from feldera_operator.sandbox import (
+    EXAMPLE_FELDERA_PORT,
+    EXAMPLES_DIR,
+    Sandbox,
+    condition,
+    connector_entry,
+    is_ready,
+    wait_for,
+)
+
+PERIOD = 1.0  # the operator's observation period in these tests
+API_KEY = next(
+    doc["stringData"]["apiKey"]
+    for doc in yaml.safe_load_all((EXAMPLES_DIR / "feldera-instance.yaml").read_text())
+    if doc and doc.get("kind") == "Secret"
+)
+
+SQL = """
+CREATE TABLE orders (id BIGINT, amount INT) WITH ('connectors' = '[
+  {"name": "backfill", "transport": {"name": "datagen", "config": {}}},
+  {"name": "live", "paused": true, "transport": {"name": "kafka_input", "config": {}}},
+  {"name": "extra", "transport": {"name": "datagen", "config": {}}}]');
+CREATE MATERIALIZED VIEW big_orders WITH ('connectors' = '[
+  {"name": "sink", "transport": {"name": "kafka_output", "config": {}}}]')
+AS SELECT * FROM orders WHERE amount > 100;
+"""
+
+_names = itertools.count(1)
+
+
+class E2E:
+    """The sandbox plus the few verbs the tests speak in."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sb = sandbox
+
+    # Feldera side
+    def feldera(self, method: str, path: str, body: Any = None) -> Any:
+        return self.sb.feldera(method, path, body, api_key=API_KEY)
+
+    def create_pipeline(self, name: str, sql: str = SQL) -> None:
+        self.feldera("PUT", f"/v0/pipelines/{name}", {"name": name, "program_code": sql})
+
+    def pipeline(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.feldera("GET", f"/v0/pipelines/{name}?selector=status")
+        return result
+
+    def flags(self, name: str, direction: str = "inputs") -> dict[str, bool]:
+        stats = self.feldera("GET", f"/v0/pipelines/{name}/stats")
+        return {e["endpoint_name"]: e.get("paused") for e in stats[direction]}
+
+    # Kubernetes side
+    def apply(self, manifest: dict[str, Any], *args: str) -> None:
+        self.sb.kubectl("apply", *args, "-f", "-", input=json.dumps(manifest))
+
+    def get(self, name: str, namespace: str = "default") -> dict[str, Any]:
+        result: dict[str, Any] = self.sb.kubectl_json("get", "fpl", name, "-n", namespace)
+        return result
+
+    def patch(self, name: str, patch: Any, kind: str = "merge") -> None:
+        self.sb.kubectl("patch", "fpl", name, f"--type={kind}", "-p", json.dumps(patch))
+
+    def wait(self, check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+        return wait_for(check, timeout=timeout, interval=0.05, what=what)
+
+    def wait_ready(self, name: str, timeout: float = 30) -> dict[str, Any]:
+        result: dict[str, Any] = self.wait(
+            lambda: (obj := self.get(name)) and is_ready(obj) and obj, f"{name} Ready", timeout
+        )
+        return result
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        items = self.sb.kubectl_json("get", "events")["items"]
+        return [e for e in items if e.get("involvedObject", {}).get("name") == name]
+
+    def operator_log(self) -> str:
+        return "\n".join(p.log_text() for p in self.sb.operators)
+
+
+def pipeline_manifest(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "feldera.dev/v1alpha1",
+        "kind": "FelderaPipeline",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    }
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{next(_names)}"
+
+
+def start_sandbox(workdir: Path, *operator_args: str, examples: bool = True) -> Sandbox:
+    """Both emulators and the operator. With `examples`, Feldera listens where the examples'
+    FelderaInstance points, and that instance and its Secret are applied as they are."""
+    sb = Sandbox(workdir)
+    try:
+        sb.start_kubernetes()
+        sb.start_feldera("--api-key", API_KEY, port=EXAMPLE_FELDERA_PORT if examples else 0)
+        sb.install_crds()
+        if examples:
+            sb.kubectl("apply", "-f", str(EXAMPLES_DIR / "feldera-instance.yaml"))
+        else:
+            secret = next(
+                doc
+                for doc in yaml.safe_load_all((EXAMPLES_DIR / "feldera-instance.yaml").read_text())
+                if doc and doc.get("kind") == "Secret"
+            )
+            sb.kubectl("apply", "-f", "-", input=json.dumps(secret))
+        sb.start_operator(
+            "--period",
+            str(PERIOD),
+            "--default-url",
+            sb.feldera_url,
+            "--default-api-key-secret",
+            "default/feldera-api-key",
+            *operator_args,
+        )
+    except BaseException:
+        sb.stop()
+        raise
+    return sb
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    sb = start_sandbox(tmp_path_factory.mktemp("e2e"))
+    yield E2E(sb)
+    sb.stop()
+
+
+__all__ = ["E2E", "condition", "connector_entry", "is_ready", "pipeline_manifest", "unique"]
