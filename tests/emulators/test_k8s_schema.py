@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import yaml
 
 from feldera_operator.emulators import k8s_schema as ks
 
@@ -638,6 +640,49 @@ def test_root_rule_sees_metadata_name_only() -> None:
     obj = pipeline()
     obj["metadata"]["name"] = "q"
     assert fields(check(obj, schema=schema)) == [("FieldValueInvalid", "<nil>")]
+
+
+def test_unchanged_values_are_not_rechecked_by_plain_rules() -> None:
+    # Ratcheting: a rule without oldSelf does not fail an update that leaves its value as it was.
+    schema = pipeline_schema()
+    stored = pipeline(stopped=True, paused=True)
+    assert fields(check(stored)) == [("FieldValueInvalid", "spec.paused")]
+    assert check(stored, stored) == []
+    changed = pipeline(stopped=True, paused=True, deletionPolicy="Stop")
+    assert fields(check(changed, stored, schema)) == [("FieldValueInvalid", "spec.paused")]
+
+
+def test_rules_report_parent_before_children() -> None:
+    causes = check(
+        pipeline(pipelineName="b", stopped=True, paused=True), pipeline(pipelineName="a")
+    )
+    assert fields(causes) == [
+        ("FieldValueInvalid", "spec.paused"),
+        ("FieldValueInvalid", "spec.pipelineName"),
+    ]
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_project_crds_are_structural_and_examples_validate() -> None:
+    crds = {}
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        assert ks.check_structural(crd) == [], path.name
+        crds[crd["spec"]["names"]["kind"]] = crd
+    checked = 0
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        for obj in yaml.safe_load_all(path.read_text()):
+            if not obj or obj.get("kind") not in crds:
+                continue
+            schema = crds[obj["kind"]]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+            assert ks.unknown_fields(schema, obj) == [], path.name
+            stored = ks.apply_defaults(schema, obj)
+            assert ks.validate(schema, stored) == [], path.name
+            assert ks.validate(schema, stored, stored) == [], path.name
+            checked += 1
+    assert checked >= 2
 
 
 # ------------------------------------------------------------------- defaults, pruning, apply

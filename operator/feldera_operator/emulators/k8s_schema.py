@@ -729,6 +729,16 @@ class _Validation:
                 supported = ", ".join(_go_value(e) for e in node.enum)
                 errors.append(_cause(_NOT_SUPPORTED, path, value, f"supported values: {supported}"))
 
+        # A node's rules come before its children's, the order the apiserver reports them.
+        if node.rules:
+            # Ratcheting (Kubernetes 1.30+): a rule that does not read oldSelf is not
+            # re-checked on a value the update left unchanged. Besides fidelity, this keeps
+            # status-only and no-op writes of large objects from converting them to CEL.
+            unchanged = has_old and value == old
+            for rule in node.rules:
+                if unchanged and not rule.transition:
+                    continue
+                self.cel.append(_Pending(rule, node, value, old, has_old, path))
         tv = type(value)
         if tv is str:
             self._check_string(node, value, path)
@@ -741,16 +751,6 @@ class _Validation:
 
         if node.all_of or node.any_of or node.one_of or node.not_ is not None:
             self._check_junctors(node, value, path)
-
-        if node.rules:
-            # Ratcheting (Kubernetes 1.30+): a rule that does not read oldSelf is not
-            # re-checked on a value the update left unchanged. Besides fidelity, this keeps
-            # status-only and no-op writes of large objects from converting them to CEL.
-            unchanged = has_old and value == old
-            for rule in node.rules:
-                if unchanged and not rule.transition:
-                    continue
-                self.cel.append(_Pending(rule, node, value, old, has_old, path))
 
     def _check_string(self, node: _Node, value: str, path: str) -> None:
         errors = self.schema_errors
@@ -1161,6 +1161,13 @@ def validate(
                 child = meta_node.properties.get(name)
                 if child is not None and name in meta:
                     v.check(child, meta[name], f"metadata.{name}", None, False)
+        if root.rules:
+            view = _rule_view(obj)
+            old_view = _rule_view(old) if old is not None else None
+            unchanged = view == old_view
+            for rule in root.rules:
+                if not (unchanged and not rule.transition):
+                    v.cel.append(_Pending(rule, root, view, old_view, has_old, ""))
         for name, child in root.properties.items():
             if name == "metadata" or name not in obj:
                 continue
@@ -1171,11 +1178,6 @@ def validate(
         for name in root.required:
             if name not in obj:
                 v.schema_errors.append(_cause(_REQUIRED, name))
-        if root.rules:
-            view = _rule_view(obj)
-            old_view = _rule_view(old) if old is not None else None
-            for rule in root.rules:
-                v.cel.append(_Pending(rule, root, view, old_view, has_old, ""))
     causes = v.schema_errors + v.list_errors
     if v.cel:
         if any(c.reason == _TYPE_INVALID[0] for c in causes):
