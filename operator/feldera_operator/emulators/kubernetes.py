@@ -666,13 +666,13 @@ class KubernetesEmulator:
         return {**obj, "apiVersion": api_version}
 
     def _table(self, target: Target, objects: list[Obj], fmt: Format, include: str) -> Obj:
-        rt = target.rt
-        entry = rt.crd_version(target.version)
-        if entry is not None:
-            from feldera_operator.emulators import k8s_schema
+        from feldera_operator.emulators import k8s_schema
 
+        entry = target.rt.crd_version(target.version)
+        if entry is not None:
             table: Obj = k8s_schema.printer_columns_table(entry, objects, include_object=include)
         else:
+            now = datetime.now(UTC)
             table = {
                 "kind": "Table",
                 "columnDefinitions": [
@@ -694,10 +694,7 @@ class KubernetesEmulator:
                 ],
                 "rows": [
                     {
-                        "cells": [
-                            o["metadata"]["name"],
-                            o["metadata"].get("creationTimestamp", ""),
-                        ],
+                        "cells": [o["metadata"]["name"], _age(o, now)],
                         **({"object": _row_object(o, include)} if include != "None" else {}),
                     }
                     for o in objects
@@ -1135,76 +1132,25 @@ class KubernetesEmulator:
             raise _invalid(
                 rt,
                 name or new["metadata"].get("generateName", ""),
-                [Cause(c.reason, c.field, c.message) for c in causes],
+                [_cause_from_schema(c.reason, c.field, c.message) for c in causes],
             )
         return new, warnings
 
     def _admit_crd(self, target: Target, new: Obj, old: Obj | None, name: str) -> Obj:
         rt = target.rt
-        spec = new.get("spec")
-        causes: list[Cause] = []
-        if not isinstance(spec, dict):
-            raise _invalid(rt, name, [Cause("FieldValueRequired", "spec", "Required value")])
-        group = spec.get("group")
-        names = spec.get("names") if isinstance(spec.get("names"), dict) else None
-        versions = spec.get("versions") if isinstance(spec.get("versions"), list) else None
-        if not group:
-            causes.append(Cause("FieldValueRequired", "spec.group", "Required value"))
-        if names is None or not names.get("plural") or not names.get("kind"):
-            causes.append(
-                Cause(
-                    "FieldValueRequired",
-                    "spec.names",
-                    "Required value: plural and kind are required",
-                )
-            )
-        if spec.get("scope") not in ("Namespaced", "Cluster"):
-            causes.append(
-                Cause(
-                    "FieldValueNotSupported",
-                    "spec.scope",
-                    f'Unsupported value: "{spec.get("scope")}": supported values: '
-                    '"Cluster", "Namespaced"',
-                )
-            )
-        if not versions:
-            causes.append(
-                Cause(
-                    "FieldValueRequired",
-                    "spec.versions",
-                    "Required value: must have exactly one version marked as storage version",
-                )
-            )
-        elif sum(1 for v in versions if isinstance(v, dict) and v.get("storage")) != 1:
-            causes.append(
-                Cause(
-                    "FieldValueInvalid",
-                    "spec.versions",
-                    "Invalid value: must have exactly one version marked as storage version",
-                )
-            )
-        if names and group and name != f"{names.get('plural')}.{group}":
-            causes.append(
-                Cause(
-                    "FieldValueInvalid",
-                    "metadata.name",
-                    f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group',
-                )
-            )
-        if causes:
-            raise _invalid(rt, name, causes)
-        assert names is not None and versions is not None
-        if old is not None and old["spec"].get("group") != group:
+        from feldera_operator.emulators import k8s_schema
+
+        # Names, scope, versions, storage version and the schemas: what the apiserver refuses.
+        problems = k8s_schema.check_structural(new)
+        if problems:
+            raise _invalid(rt, name, [_cause_from_text(p) for p in problems])
+        spec, names, versions = new["spec"], new["spec"]["names"], new["spec"]["versions"]
+        if old is not None and old["spec"].get("group") != spec["group"]:
             raise _invalid(
                 rt,
                 name,
                 [Cause("FieldValueInvalid", "spec.group", "Invalid value: field is immutable")],
             )
-        from feldera_operator.emulators import k8s_schema
-
-        problems = k8s_schema.check_structural(new)
-        if problems:
-            raise _invalid(rt, name, [_cause_from_text(p) for p in problems])
         names.setdefault("singular", str(names["kind"]).lower())
         names.setdefault("listKind", f"{names['kind']}List")
         spec.setdefault("conversion", {"strategy": "None"})
@@ -1478,10 +1424,10 @@ class KubernetesEmulator:
             from feldera_operator.emulators import k8s_schema
 
             def keys_of(path: tuple[str, ...]) -> list[str] | None:
-                return k8s_schema.list_map_keys(schema, _schema_path(path))
+                return k8s_schema.list_map_keys(schema, path)
 
             def type_of(path: tuple[str, ...]) -> str | None:
-                return k8s_schema.list_type(schema, _schema_path(path))
+                return k8s_schema.list_type(schema, path)
 
         applied = {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
         meta = applied.get("metadata")
@@ -1553,6 +1499,17 @@ class KubernetesEmulator:
         )
 
 
+def _age(obj: Obj, now: datetime) -> str:
+    """The Age cell as the apiserver prints it for built-in kinds ("5m3s")."""
+    from feldera_operator.emulators import k8s_schema
+
+    created = obj["metadata"].get("creationTimestamp")
+    if not created:
+        return "<unknown>"
+    then = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return k8s_schema.human_duration((now - then).total_seconds())
+
+
 def _row_object(obj: Obj, include: str) -> Obj:
     if include == "Object":
         return obj
@@ -1575,8 +1532,11 @@ def _dry_run(query: Any) -> bool:
     return "All" in query.getall("dryRun", [])
 
 
-def _schema_path(path: tuple[str, ...]) -> str:
-    return "." + ".".join(path)
+def _cause_from_schema(reason: str, field: str, message: str) -> Cause:
+    """k8s_schema's messages start with the field, as the Status message does; a Status cause
+    carries the field separately and its message without it."""
+    prefix = f"{field}: "
+    return Cause(reason, field, message[len(prefix) :] if message.startswith(prefix) else message)
 
 
 def _cause_from_text(text: str) -> Cause:

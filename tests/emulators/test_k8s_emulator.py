@@ -1,0 +1,887 @@
+"""The Kubernetes API emulator against a real kubectl, a real Python client and raw HTTP.
+
+The emulator runs in a background thread with its own event loop, so kubectl can be called as a
+plain subprocess. Every kubectl call gets its own discovery cache directory under tmp_path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from feldera_operator.emulators.kubernetes import KubernetesEmulator
+
+KUBECTL = str(Path(sys.executable).parent / "kubectl")
+FIXTURES = Path(__file__).parent / "fixtures"
+GROUP, VERSION, PLURAL = "emulator.feldera.dev", "v1", "testpipelines"
+CRD_NAME = f"{PLURAL}.{GROUP}"
+BASE = f"/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}"
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: http.client.HTTPMessage
+
+
+class Api:
+    """A minimal HTTP client, so assertions see exactly what the server answered."""
+
+    def __init__(self, url: str) -> None:
+        parsed = urllib.parse.urlparse(url)
+        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            data = (
+                None
+                if body is None
+                else (body if isinstance(body, bytes) else json.dumps(body).encode())
+            )
+            sent = {"Content-Type": content_type, "Accept": "application/json", **(headers or {})}
+            conn.request(method, path, body=data, headers=sent)
+            response = conn.getresponse()
+            raw = response.read()
+            parsed = json.loads(raw) if raw.strip().startswith((b"{", b"[")) else raw.decode()
+            return Reply(response.status, parsed, response.headers)
+        finally:
+            conn.close()
+
+    def get(self, path: str) -> Any:
+        reply = self.request("GET", path)
+        assert reply.status == 200, reply.body
+        return reply.body
+
+    def create(self, path: str, obj: dict[str, Any]) -> Any:
+        reply = self.request("POST", path, obj)
+        assert reply.status == 201, reply.body
+        return reply.body
+
+    def merge(self, path: str, patch: dict[str, Any]) -> Reply:
+        return self.request("PATCH", path, patch, "application/merge-patch+json")
+
+    def watch(self, path: str, **params: str) -> list[dict[str, Any]]:
+        """The events of a watch that the server ends by its timeoutSeconds."""
+        query = urllib.parse.urlencode({"watch": "true", "timeoutSeconds": "1", **params})
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            conn.request("GET", f"{path}?{query}")
+            response = conn.getresponse()
+            assert response.status == 200, response.read()
+            return [json.loads(line) for line in response.read().splitlines() if line.strip()]
+        finally:
+            conn.close()
+
+
+@dataclass
+class Cluster:
+    emulator: KubernetesEmulator
+    url: str
+    kubeconfig: Path
+    tmp: Path
+    api: Api
+    loop: asyncio.AbstractEventLoop
+
+    def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [
+            KUBECTL,
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--cache-dir",
+            str(self.tmp / "kube-cache"),
+            *args,
+        ]
+        result = subprocess.run(
+            cmd, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the emulator's loop thread (for in-process store access)."""
+
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
+
+
+def start_cluster(tmp_path: Path, **options: Any) -> tuple[Cluster, threading.Thread]:
+    emulator = KubernetesEmulator(**options)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    url = asyncio.run_coroutine_threadsafe(emulator.start(), loop).result(10)
+    kubeconfig = tmp_path / "kubeconfig"
+    KubernetesEmulator.write_kubeconfig(str(kubeconfig), url)
+    return Cluster(emulator, url, kubeconfig, tmp_path, Api(url), loop), thread
+
+
+def stop_cluster(cluster: Cluster, thread: threading.Thread) -> None:
+    asyncio.run_coroutine_threadsafe(cluster.emulator.stop(), cluster.loop).result(10)
+    cluster.loop.call_soon_threadsafe(cluster.loop.stop)
+    thread.join(10)
+    cluster.loop.close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    running, thread = start_cluster(tmp_path)
+    try:
+        yield running
+    finally:
+        stop_cluster(running, thread)
+
+
+def install_crd(cluster: Cluster) -> None:
+    crd = yaml.safe_load((FIXTURES / "crd.yaml").read_text())
+    cluster.api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+
+
+def pipeline(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TestPipeline",
+        "metadata": {"name": name},
+        "spec": {"pipelineName": name.replace("-", "_"), **spec},
+    }
+
+
+@pytest.fixture
+def crd_cluster(cluster: Cluster) -> Cluster:
+    install_crd(cluster)
+    return cluster
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# --- kubectl ---------------------------------------------------------------------------------
+
+
+def test_kubectl_applies_the_crd_and_waits_for_established(cluster: Cluster) -> None:
+    out = cluster.kubectl("apply", "-f", str(FIXTURES / "crd.yaml")).stdout
+    assert f"customresourcedefinition.apiextensions.k8s.io/{CRD_NAME} created" in out
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=20s")
+    resources = cluster.kubectl("api-resources", f"--api-group={GROUP}").stdout
+    assert "testpipelines" in resources and "tpl" in resources and "TestPipeline" in resources
+
+
+def test_kubectl_applies_resources_with_default_validation_and_shows_printer_columns(
+    crd_cluster: Cluster,
+) -> None:
+    out = crd_cluster.kubectl("apply", "-f", str(FIXTURES / "pipelines.yaml")).stdout
+    assert "testpipeline.emulator.feldera.dev/orders created" in out
+    table = crd_cluster.kubectl("get", "tpl").stdout.splitlines()
+    assert table[0].split() == ["NAME", "PIPELINE", "PAUSED", "READY", "AGE"]
+    assert table[2].split()[:3] == ["orders", "Orders_Main", "false"]
+    # Re-applying unchanged manifests writes nothing: kubectl sends an empty patch for clicks,
+    # and the list patch it sends for orders (whose defaults the server filled in) is a no-op.
+    rv = crd_cluster.api.get(f"{BASE}/orders")["metadata"]["resourceVersion"]
+    again = crd_cluster.kubectl("apply", "-f", str(FIXTURES / "pipelines.yaml")).stdout
+    assert "testpipeline.emulator.feldera.dev/clicks unchanged" in again
+    assert crd_cluster.api.get(f"{BASE}/orders")["metadata"]["resourceVersion"] == rv
+    # Defaults from the schema were filled in.
+    stored = crd_cluster.api.get(f"{BASE}/orders")
+    assert stored["spec"]["inputs"][1]["paused"] is False
+
+
+def test_kubectl_get_shows_the_ready_condition_column(crd_cluster: Cluster) -> None:
+    crd_cluster.api.create(BASE, pipeline("ready"))
+    condition = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Converged",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    reply = crd_cluster.api.merge(f"{BASE}/ready/status", {"status": {"conditions": [condition]}})
+    assert reply.status == 200, reply.body
+    row = crd_cluster.kubectl("get", "tpl", "ready", "--no-headers").stdout.split()
+    assert row[:4] == ["ready", "ready", "false", "True"]
+
+
+def test_kubectl_explain_reads_the_crd_schema(crd_cluster: Cluster) -> None:
+    out = crd_cluster.kubectl("explain", "testpipeline.spec").stdout
+    assert "pipelineName" in out and "inputs" in out
+
+
+def test_kubectl_wait_for_ready_condition_set_through_status(crd_cluster: Cluster) -> None:
+    crd_cluster.api.create(BASE, pipeline("waits"))
+    waiter = subprocess.Popen(
+        [
+            KUBECTL,
+            "--kubeconfig",
+            str(crd_cluster.kubeconfig),
+            "--cache-dir",
+            str(crd_cluster.tmp / "wait-cache"),
+            "wait",
+            "--for=condition=Ready",
+            "tpl/waits",
+            "--timeout=30s",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Only once kubectl is watching does the condition appear, so the watch must deliver it.
+        wait_until(
+            lambda: crd_cluster.emulator.request_counts().get("watch testpipelines", 0) > 0,
+            what="kubectl to watch",
+        )
+        condition = {
+            "type": "Ready",
+            "status": "True",
+            "reason": "Converged",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }
+        reply = crd_cluster.api.merge(
+            f"{BASE}/waits/status", {"status": {"conditions": [condition]}}
+        )
+        assert reply.status == 200, reply.body
+        out, err = waiter.communicate(timeout=30)
+    finally:
+        waiter.kill()
+    assert waiter.returncode == 0, err
+    assert "condition met" in out
+
+
+def test_kubectl_wait_for_jsonpath(crd_cluster: Cluster) -> None:
+    crd_cluster.api.create(BASE, pipeline("jp", paused=True))
+    out = crd_cluster.kubectl(
+        "wait", "--for=jsonpath={.spec.paused}=true", "tpl/jp", "--timeout=20s"
+    ).stdout
+    assert "condition met" in out
+
+
+def test_kubectl_patch_merge_changes_spec_and_generation(crd_cluster: Cluster) -> None:
+    crd_cluster.api.create(BASE, pipeline("patched"))
+    crd_cluster.kubectl(
+        "patch", "tpl", "patched", "--type", "merge", "-p", '{"spec":{"paused":true}}'
+    )
+    stored = crd_cluster.api.get(f"{BASE}/patched")
+    assert stored["spec"]["paused"] is True
+    assert stored["metadata"]["generation"] == 2
+
+
+def test_server_side_apply_of_one_list_entry_keeps_the_other_entries(
+    crd_cluster: Cluster,
+) -> None:
+    crd_cluster.kubectl("apply", "--server-side", "-f", str(FIXTURES / "pipelines.yaml"))
+    entry = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TestPipeline",
+        "metadata": {"name": "orders"},
+        "spec": {
+            "pipelineName": "Orders_Main",
+            "inputs": [{"table": "orders", "connector": "live", "paused": False}],
+        },
+    }
+    crd_cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=connector-owner",
+        "-f",
+        "-",
+        stdin=json.dumps(entry),
+    )
+    inputs = crd_cluster.api.get(f"{BASE}/orders")["spec"]["inputs"]
+    assert {(i["connector"], i["paused"]) for i in inputs} == {("live", False), ("backfill", False)}
+
+
+def test_kubectl_delete_wait_returns_once_the_finalizer_is_removed(crd_cluster: Cluster) -> None:
+    obj = pipeline("final")
+    obj["metadata"]["finalizers"] = ["example.com/hold"]
+    crd_cluster.api.create(BASE, obj)
+    deleter = subprocess.Popen(
+        [
+            KUBECTL,
+            "--kubeconfig",
+            str(crd_cluster.kubeconfig),
+            "--cache-dir",
+            str(crd_cluster.tmp / "delete-cache"),
+            "delete",
+            "tpl",
+            "final",
+            "--wait",
+            "--timeout=30s",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(
+            lambda: "deletionTimestamp" in crd_cluster.api.get(f"{BASE}/final")["metadata"],
+            what="deletionTimestamp",
+        )
+        assert deleter.poll() is None  # still waiting: the finalizer holds the object
+        reply = crd_cluster.api.merge(f"{BASE}/final", {"metadata": {"finalizers": None}})
+        assert reply.status == 200, reply.body
+        _, err = deleter.communicate(timeout=30)
+    finally:
+        deleter.kill()
+    assert deleter.returncode == 0, err
+    assert crd_cluster.api.request("GET", f"{BASE}/final").status == 404
+
+
+def test_kubectl_refuses_an_unknown_field_through_strict_server_validation(
+    crd_cluster: Cluster,
+) -> None:
+    obj = pipeline("strict")
+    obj["spec"]["colour"] = "red"
+    result = crd_cluster.kubectl("apply", "-f", "-", stdin=json.dumps(obj), check=False)
+    assert result.returncode != 0
+    assert 'unknown field "spec.colour"' in result.stderr
+
+
+def test_kubectl_refuses_a_schema_invalid_resource_naming_the_field(crd_cluster: Cluster) -> None:
+    obj = pipeline("invalid")
+    obj["spec"]["inputs"] = [{"table": "bad table", "connector": "c"}]
+    result = crd_cluster.kubectl("apply", "-f", "-", stdin=json.dumps(obj), check=False)
+    assert result.returncode != 0
+    assert "spec.inputs[0].table" in result.stderr
+
+
+def test_kubectl_applies_built_in_kinds_and_reapplies_changes(cluster: Cluster) -> None:
+    manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "containers": [
+                        {"name": "web", "image": "nginx:1", "ports": [{"containerPort": 80}]}
+                    ]
+                },
+            },
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    manifest["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:2"
+    out = cluster.kubectl("apply", "-f", "-", stdin=json.dumps(manifest)).stdout
+    assert "deployment.apps/web configured" in out
+    stored = cluster.api.get("/apis/apps/v1/namespaces/default/deployments/web")
+    assert stored["spec"]["template"]["spec"]["containers"] == [
+        {"name": "web", "image": "nginx:2", "ports": [{"containerPort": 80}]}
+    ]
+    assert stored["metadata"]["generation"] == 2
+
+
+# --- API semantics -----------------------------------------------------------------------------
+
+
+def test_server_fills_metadata(crd_cluster: Cluster) -> None:
+    obj = pipeline("ignored")
+    obj["metadata"] = {"generateName": "gen-"}
+    created = crd_cluster.api.create(BASE, obj)
+    meta = created["metadata"]
+    assert meta["name"].startswith("gen-") and len(meta["name"]) == len("gen-") + 5
+    assert meta["namespace"] == "default"
+    assert meta["uid"] and meta["creationTimestamp"].endswith("Z")
+    assert meta["generation"] == 1
+    other = crd_cluster.api.create(BASE, pipeline("second"))
+    assert int(other["metadata"]["resourceVersion"]) > int(meta["resourceVersion"])
+    # The CRD's status says it is served.
+    crd = crd_cluster.api.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}")
+    conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+    assert conditions == {"NamesAccepted": "True", "Established": "True"}
+    assert crd["status"]["acceptedNames"]["kind"] == "TestPipeline"
+
+
+def test_not_found_and_already_exists_answer_status_bodies(crd_cluster: Cluster) -> None:
+    missing = crd_cluster.api.request("GET", f"{BASE}/nope")
+    assert missing.status == 404
+    assert missing.body == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": 'testpipelines.emulator.feldera.dev "nope" not found',
+        "reason": "NotFound",
+        "details": {"name": "nope", "group": GROUP, "kind": "testpipelines"},
+        "code": 404,
+    }
+    crd_cluster.api.create(BASE, pipeline("twice"))
+    again = crd_cluster.api.request("POST", BASE, pipeline("twice"))
+    assert again.status == 409
+    assert again.body["reason"] == "AlreadyExists"
+    assert again.body["message"] == 'testpipelines.emulator.feldera.dev "twice" already exists'
+
+
+def test_schema_invalid_resource_is_refused_with_422_naming_the_field(
+    crd_cluster: Cluster,
+) -> None:
+    obj = pipeline("bad")
+    obj["spec"]["inputs"] = [{"table": "not a name", "connector": "c"}]
+    reply = crd_cluster.api.request("POST", BASE, obj)
+    assert reply.status == 422, reply.body
+    assert reply.body["reason"] == "Invalid"
+    assert reply.body["message"].startswith(
+        'TestPipeline.emulator.feldera.dev "bad" is invalid: spec.inputs[0].table: '
+    )
+    assert [c["field"] for c in reply.body["details"]["causes"]] == ["spec.inputs[0].table"]
+    assert reply.body["details"]["kind"] == "TestPipeline"
+
+
+def test_status_is_validated_too(crd_cluster: Cluster) -> None:
+    crd_cluster.api.create(BASE, pipeline("st"))
+    reply = crd_cluster.api.merge(f"{BASE}/st/status", {"status": {"phase": "Sideways"}})
+    assert reply.status == 422, reply.body
+    assert reply.body["details"]["causes"][0]["field"] == "status.phase"
+
+
+def test_transition_rule_keeps_pipeline_name_immutable(crd_cluster: Cluster) -> None:
+    crd_cluster.api.create(BASE, pipeline("immutable"))
+    reply = crd_cluster.api.merge(f"{BASE}/immutable", {"spec": {"pipelineName": "other"}})
+    assert reply.status == 422, reply.body
+    assert "pipelineName is immutable" in reply.body["message"]
+
+
+def test_unknown_fields_strict_refuses_warn_warns_ignore_prunes(crd_cluster: Cluster) -> None:
+    obj = pipeline("unknown")
+    obj["spec"]["colour"] = "red"
+    strict = crd_cluster.api.request("POST", f"{BASE}?fieldValidation=Strict", obj)
+    assert strict.status == 400, strict.body
+    assert strict.body["reason"] == "BadRequest"
+    assert 'unknown field "spec.colour"' in strict.body["message"]
+    warned = crd_cluster.api.request("POST", f"{BASE}?fieldValidation=Warn", obj)
+    assert warned.status == 201, warned.body
+    assert 'unknown field \\"spec.colour\\"' in (warned.headers.get("Warning") or "")
+    assert "colour" not in warned.body["spec"]
+    obj["metadata"]["name"] = "ignored"
+    ignored = crd_cluster.api.request("POST", f"{BASE}?fieldValidation=Ignore", obj)
+    assert ignored.status == 201 and ignored.headers.get("Warning") is None
+    assert "colour" not in ignored.body["spec"]
+
+
+def test_stale_resource_version_gets_409(crd_cluster: Cluster) -> None:
+    first = crd_cluster.api.create(BASE, pipeline("stale"))
+    assert crd_cluster.api.merge(f"{BASE}/stale", {"spec": {"paused": True}}).status == 200
+    stale = dict(first, spec={**first["spec"], "paused": False})
+    put = crd_cluster.api.request("PUT", f"{BASE}/stale", stale)
+    assert put.status == 409 and put.body["reason"] == "Conflict", put.body
+    assert put.body["message"].startswith(
+        'Operation cannot be fulfilled on testpipelines.emulator.feldera.dev "stale": '
+    )
+    rv = first["metadata"]["resourceVersion"]
+    patch = crd_cluster.api.merge(f"{BASE}/stale", {"metadata": {"resourceVersion": rv}})
+    assert patch.status == 409
+    status = crd_cluster.api.request("PUT", f"{BASE}/stale/status", stale)
+    assert status.status == 409
+
+
+def test_json_patch_test_failure_gets_422_and_success_applies(crd_cluster: Cluster) -> None:
+    created = crd_cluster.api.create(BASE, pipeline("jsonpatch"))
+    rv = created["metadata"]["resourceVersion"]
+    ops = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["x.dev/f"]},
+    ]
+    ok = crd_cluster.api.request("PATCH", f"{BASE}/jsonpatch", ops, "application/json-patch+json")
+    assert ok.status == 200 and ok.body["metadata"]["finalizers"] == ["x.dev/f"]
+    failed = crd_cluster.api.request(
+        "PATCH", f"{BASE}/jsonpatch", ops, "application/json-patch+json"
+    )
+    assert failed.status == 422, failed.body
+
+
+def test_strategic_merge_patch_is_refused_for_custom_resources(crd_cluster: Cluster) -> None:
+    crd_cluster.api.create(BASE, pipeline("smp"))
+    reply = crd_cluster.api.request(
+        "PATCH", f"{BASE}/smp", {"spec": {"paused": True}}, "application/strategic-merge-patch+json"
+    )
+    assert reply.status == 415 and reply.body["reason"] == "UnsupportedMediaType"
+
+
+def test_generation_moves_on_spec_changes_only(crd_cluster: Cluster) -> None:
+    crd_cluster.api.create(BASE, pipeline("gen"))
+
+    def generation() -> int:
+        return int(crd_cluster.api.get(f"{BASE}/gen")["metadata"]["generation"])
+
+    crd_cluster.api.merge(f"{BASE}/gen", {"metadata": {"labels": {"a": "b"}}})
+    assert generation() == 1
+    crd_cluster.api.merge(f"{BASE}/gen/status", {"status": {"phase": "Created"}})
+    assert generation() == 1
+    crd_cluster.api.merge(f"{BASE}/gen", {"spec": {"paused": True}})
+    assert generation() == 2
+    # A write that changes nothing keeps the resourceVersion too.
+    before = crd_cluster.api.get(f"{BASE}/gen")["metadata"]["resourceVersion"]
+    crd_cluster.api.merge(f"{BASE}/gen", {"spec": {"paused": True}})
+    assert crd_cluster.api.get(f"{BASE}/gen")["metadata"]["resourceVersion"] == before
+
+
+def test_status_and_spec_are_written_only_through_their_own_endpoints(
+    crd_cluster: Cluster,
+) -> None:
+    obj = pipeline("split")
+    obj["status"] = {"phase": "Created"}
+    created = crd_cluster.api.create(BASE, obj)
+    assert "status" not in created  # status is dropped on create
+    main = crd_cluster.api.merge(
+        f"{BASE}/split", {"spec": {"paused": True}, "status": {"phase": "Updated"}}
+    )
+    assert main.body["spec"]["paused"] is True and "status" not in main.body
+    status = crd_cluster.api.merge(
+        f"{BASE}/split/status", {"spec": {"paused": False}, "status": {"phase": "Updated"}}
+    )
+    assert status.body["spec"]["paused"] is True
+    assert status.body["status"] == {"phase": "Updated"}
+
+
+def test_label_and_field_selectors_filter_lists(crd_cluster: Cluster) -> None:
+    for name, labels in [("a", {"team": "web", "tier": "1"}), ("b", {"team": "db"}), ("c", {})]:
+        obj = pipeline(name)
+        obj["metadata"]["labels"] = labels
+        crd_cluster.api.create(BASE, obj)
+
+    def names(query: str) -> list[str]:
+        items = crd_cluster.api.get(f"{BASE}?{query}")["items"]
+        return [i["metadata"]["name"] for i in items]
+
+    q = urllib.parse.quote
+    assert names("labelSelector=" + q("team=web")) == ["a"]
+    assert names("labelSelector=" + q("team==web")) == ["a"]
+    assert names("labelSelector=" + q("team!=web")) == ["b", "c"]
+    assert names("labelSelector=" + q("team in (web,db)")) == ["a", "b"]
+    assert names("labelSelector=" + q("team notin (web)")) == ["b", "c"]
+    assert names("labelSelector=" + q("tier")) == ["a"]
+    assert names("labelSelector=" + q("!team")) == ["c"]
+    assert names("fieldSelector=" + q("metadata.name=b")) == ["b"]
+    assert names("fieldSelector=" + q("metadata.namespace!=default")) == []
+    listed = crd_cluster.api.get(f"/apis/{GROUP}/{VERSION}/{PLURAL}")
+    assert listed["kind"] == "TestPipelineList" and listed["apiVersion"] == f"{GROUP}/{VERSION}"
+    assert int(listed["metadata"]["resourceVersion"]) > 0
+    assert len(listed["items"]) == 3
+    bad = crd_cluster.api.request("GET", f"{BASE}?fieldSelector=" + q("spec.paused=true"))
+    assert bad.status == 400
+
+
+def test_watch_resumes_from_a_resource_version(crd_cluster: Cluster) -> None:
+    first = crd_cluster.api.create(BASE, pipeline("w1"))
+    crd_cluster.api.create(BASE, pipeline("w2"))
+    crd_cluster.api.merge(f"{BASE}/w1", {"spec": {"paused": True}})
+    crd_cluster.api.request("DELETE", f"{BASE}/w2")
+    events = crd_cluster.api.watch(BASE, resourceVersion=first["metadata"]["resourceVersion"])
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "w2"),
+        ("MODIFIED", "w1"),
+        ("DELETED", "w2"),
+    ]
+    rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+    assert rvs == sorted(rvs)
+    # Without a resourceVersion a watch starts with the current objects.
+    fresh = crd_cluster.api.watch(BASE)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in fresh] == [("ADDED", "w1")]
+    # A label selector turns an object leaving the selection into DELETED.
+    crd_cluster.api.merge(f"{BASE}/w1", {"metadata": {"labels": {"team": "web"}}})
+    rv = crd_cluster.api.get(f"{BASE}/w1")["metadata"]["resourceVersion"]
+    crd_cluster.api.merge(f"{BASE}/w1", {"metadata": {"labels": {"team": "db"}}})
+    moved = crd_cluster.api.watch(BASE, resourceVersion=rv, labelSelector="team=web")
+    assert [e["type"] for e in moved] == ["DELETED"]
+
+
+def test_watch_from_a_too_old_resource_version_gets_410(tmp_path: Path) -> None:
+    running, thread = start_cluster(tmp_path, history_size=3)
+    try:
+        install_crd(running)
+        first = running.api.create(BASE, pipeline("old"))
+        for paused in (True, False, True, False):
+            running.api.merge(f"{BASE}/old", {"spec": {"paused": paused}})
+        events = running.api.watch(BASE, resourceVersion=first["metadata"]["resourceVersion"])
+        assert len(events) == 1 and events[0]["type"] == "ERROR"
+        status = events[0]["object"]
+        assert status["code"] == 410 and status["reason"] == "Expired"
+        assert status["message"].startswith("too old resource version")
+    finally:
+        stop_cluster(running, thread)
+
+
+def test_send_initial_events_ends_with_the_initial_events_end_bookmark(
+    crd_cluster: Cluster,
+) -> None:
+    crd_cluster.api.create(BASE, pipeline("i1"))
+    crd_cluster.api.create(BASE, pipeline("i2"))
+    events = crd_cluster.api.watch(
+        BASE,
+        sendInitialEvents="true",
+        resourceVersionMatch="NotOlderThan",
+        allowWatchBookmarks="true",
+    )
+    assert [e["type"] for e in events[:3]] == ["ADDED", "ADDED", "BOOKMARK"]
+    bookmark = events[2]["object"]
+    assert bookmark["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert int(bookmark["metadata"]["resourceVersion"]) >= int(
+        events[1]["object"]["metadata"]["resourceVersion"]
+    )
+
+
+def test_deleting_the_crd_removes_its_objects_and_its_api(crd_cluster: Cluster) -> None:
+    crd_cluster.api.create(BASE, pipeline("gone"))
+    reply = crd_cluster.api.request(
+        "DELETE", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}"
+    )
+    assert reply.status == 200, reply.body
+    assert crd_cluster.api.request("GET", BASE).status == 404
+    assert GROUP not in json.dumps(crd_cluster.api.get("/apis"))
+    install_crd(crd_cluster)
+    assert crd_cluster.api.get(BASE)["items"] == []
+
+
+def test_non_structural_crd_is_refused(cluster: Cluster) -> None:
+    crd = yaml.safe_load((FIXTURES / "crd.yaml").read_text())
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].pop("type")
+    reply = cluster.api.request(
+        "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd
+    )
+    assert reply.status == 422, reply.body
+    assert reply.body["details"]["kind"] == "CustomResourceDefinition"
+
+
+def test_discovery_lists_groups_and_resources(crd_cluster: Cluster) -> None:
+    groups = {g["name"] for g in crd_cluster.api.get("/apis")["groups"]}
+    assert {"apiextensions.k8s.io", "events.k8s.io", "coordination.k8s.io", GROUP} <= groups
+    resources = crd_cluster.api.get(f"/apis/{GROUP}/{VERSION}")["resources"]
+    by_name = {r["name"]: r for r in resources}
+    assert by_name["testpipelines"]["shortNames"] == ["tpl"]
+    assert by_name["testpipelines"]["categories"] == ["feldera-test"]
+    assert by_name["testpipelines"]["singularName"] == "testpipeline"
+    assert "testpipelines/status" in by_name
+    core = {r["name"] for r in crd_cluster.api.get("/api/v1")["resources"]}
+    assert {"namespaces", "secrets", "configmaps", "events", "serviceaccounts"} <= core
+    index = crd_cluster.api.get("/openapi/v3")["paths"]
+    assert "?hash=" in index[f"apis/{GROUP}/{VERSION}"]["serverRelativeURL"]
+
+
+def test_protobuf_only_clients_get_406(crd_cluster: Cluster) -> None:
+    reply = crd_cluster.api.request(
+        "GET", BASE, headers={"Accept": "application/vnd.kubernetes.protobuf"}
+    )
+    assert reply.status == 406
+
+
+def test_secret_string_data_is_stored_as_base64_data(cluster: Cluster) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "key"},
+        "stringData": {"token": "s3cr3t"},
+    }
+    created = cluster.api.create("/api/v1/namespaces/default/secrets", secret)
+    assert created["data"] == {"token": "czNjcjN0"} and "stringData" not in created
+
+
+def test_deleting_a_namespace_removes_its_objects(cluster: Cluster) -> None:
+    cluster.api.create("/api/v1/namespaces", {"metadata": {"name": "team"}})
+    cluster.api.create(
+        "/api/v1/namespaces/team/configmaps", {"metadata": {"name": "c"}, "data": {}}
+    )
+    missing = cluster.api.request(
+        "POST", "/api/v1/namespaces/nowhere/configmaps", {"metadata": {"name": "c"}}
+    )
+    assert missing.status == 404
+    cluster.kubectl("delete", "namespace", "team", "--wait", "--timeout=20s")
+    assert cluster.api.get("/api/v1/configmaps")["items"] == []
+
+
+def test_request_counts_and_injected_faults(crd_cluster: Cluster) -> None:
+    crd_cluster.api.create(BASE, pipeline("counted"))
+    crd_cluster.emulator.reset_counts()
+    crd_cluster.api.merge(f"{BASE}/counted/status", {"status": {"phase": "Created"}})
+    crd_cluster.api.get(BASE)
+    counts = crd_cluster.api.get("/_emulator/requests")
+    assert counts == {"patch testpipelines/status": 1, "list testpipelines": 1}
+    reply = crd_cluster.api.request(
+        "POST",
+        "/_emulator/faults",
+        {"verb": "patch", "resource": "testpipelines/status", "status": 409, "count": 1},
+    )
+    assert reply.status == 200
+    faulted = crd_cluster.api.merge(f"{BASE}/counted/status", {"status": {"phase": "Updated"}})
+    assert faulted.status == 409 and faulted.body["reason"] == "Conflict"
+    assert (
+        crd_cluster.api.merge(f"{BASE}/counted/status", {"status": {"phase": "Updated"}}).status
+        == 200
+    )
+    assert crd_cluster.api.request("DELETE", "/_emulator/requests").status == 200
+    assert crd_cluster.emulator.request_counts() == {}
+
+
+# --- another real client -----------------------------------------------------------------------
+
+
+def test_the_kubernetes_python_client_creates_lists_patches_and_watches(
+    crd_cluster: Cluster,
+) -> None:
+    from kubernetes import client, config, watch
+
+    api_client = config.new_client_from_config(str(crd_cluster.kubeconfig))
+    custom = client.CustomObjectsApi(api_client)
+    created = custom.create_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, pipeline("py")
+    )
+    listed = custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)
+    assert [i["metadata"]["name"] for i in listed["items"]] == ["py"]
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, "py", {"spec": {"paused": True}}
+    )
+    custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, "default", PLURAL, "py", {"status": {"phase": "Updated"}}
+    )
+    seen = []
+    for event in watch.Watch().stream(
+        custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        "default",
+        PLURAL,
+        resource_version=created["metadata"]["resourceVersion"],
+        timeout_seconds=1,
+    ):
+        seen.append((event["type"], event["object"]["spec"]["paused"]))
+    assert seen == [("MODIFIED", True), ("MODIFIED", True)]
+    core = client.CoreV1Api(api_client)
+    assert "default" in [n.metadata.name for n in core.list_namespace().items]
+    api_client.close()
+
+
+# --- command line and scale --------------------------------------------------------------------
+
+
+def test_cli_serves_writes_the_kubeconfig_and_stops_on_sigterm(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kc"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "feldera_operator.cli",
+            "emulator",
+            "kubernetes",
+            "--port",
+            "0",
+            "--kubeconfig",
+            str(kubeconfig),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("kubernetes emulator listening on http://127.0.0.1:"), line
+        config = yaml.safe_load(kubeconfig.read_text())
+        assert config["clusters"][0]["cluster"]["server"] == line.split()[-1]
+        result = subprocess.run(
+            [
+                KUBECTL,
+                "--kubeconfig",
+                str(kubeconfig),
+                "--cache-dir",
+                str(tmp_path / "c"),
+                "get",
+                "namespace",
+                "default",
+                "-o",
+                "name",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.stdout.strip() == "namespace/default", result.stderr
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+
+
+def test_scale_20000_objects_created_and_listed(crd_cluster: Cluster) -> None:
+    """Not a benchmark: prints timings and checks that nothing grows with past requests."""
+    import aiohttp
+
+    total = 20_000
+
+    async def load() -> tuple[float, float, float]:
+        async with aiohttp.ClientSession(crd_cluster.url) as session:
+            semaphore = asyncio.Semaphore(32)
+
+            async def create(i: int) -> None:
+                async with semaphore:
+                    obj = pipeline(f"p-{i:05d}", inputs=[{"table": "t", "connector": f"c{i}"}])
+                    async with session.post(BASE, json=obj) as response:
+                        assert response.status == 201, await response.text()
+
+            async def timed_get() -> float:
+                start = time.perf_counter()
+                async with session.get(f"{BASE}/anchor") as response:
+                    assert response.status == 200
+                    await response.read()
+                return time.perf_counter() - start
+
+            async with session.post(BASE, json=pipeline("anchor")) as response:
+                assert response.status == 201
+            early = min([await timed_get() for _ in range(20)])
+            start = time.perf_counter()
+            await asyncio.gather(*(create(i) for i in range(total)))
+            created = time.perf_counter() - start
+            late = min([await timed_get() for _ in range(20)])
+            return created, early, late
+
+    created, early, late = asyncio.run(load())
+    start = time.perf_counter()
+    listed = crd_cluster.api.get(BASE)
+    list_time = time.perf_counter() - start
+    assert len(listed["items"]) == total + 1
+    start = time.perf_counter()
+    page = crd_cluster.api.get(f"{BASE}?limit=500")
+    page_time = time.perf_counter() - start
+    assert len(page["items"]) == 500 and page["metadata"]["continue"]
+    events = crd_cluster.api.watch(
+        BASE, resourceVersion=str(int(listed["metadata"]["resourceVersion"]) - 10)
+    )
+    assert len(events) == 10
+    print(
+        f"\n{total} creates: {created:.1f}s ({total / created:.0f}/s); list all: "
+        f"{list_time * 1000:.0f} ms; list page of 500: {page_time * 1000:.0f} ms; "
+        f"GET before/after: {early * 1000:.2f}/{late * 1000:.2f} ms"
+    )
+    assert late < early * 20 + 0.05  # generous: guards against per-request cost growth only
