@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
