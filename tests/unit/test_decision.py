@@ -871,7 +871,8 @@ def test_stats_problem_on_deployed_pipeline_is_synced_false_with_its_reason() ->
         "message": "GET /stats timed out",
     }
     assert cond_status(decision)["Reconciling"] == "False"
-    assert entry(decision, "input", "orders", "live")["reason"] == d.PIPELINE_NOT_DEPLOYED
+    e = entry(decision, "input", "orders", "live")
+    assert e["state"] == "Unknown" and e["paused"] is None and e["active"] is False
     assert_well_formed(decision)
 
 
@@ -1071,6 +1072,187 @@ def test_drift_is_actions_for_a_generation_already_seen_ready() -> None:
     assert not is_drift(drifted, ready_generation=None, generation=3)
     converged = run(spec, pipeline(inputs=[conn("orders", "live", False)]), generation=3)
     assert not is_drift(converged, ready_generation=3, generation=3)
+
+
+# ============================================================================= other statuses
+
+
+def test_failed_action_turns_the_decided_status_not_ready_with_the_problem() -> None:
+    spec = make_spec(inputs=[("orders", "live", False)])
+    decided = run(spec, pipeline(inputs=[conn("orders", "live", True)]), generation=4)
+    problem = Problem(d.FELDERA_UNREACHABLE, "POST .../start timed out")
+    status = d.with_problem(decided.status, problem, generation=4, now=T1)
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert [c["type"] for c in status["conditions"]] == CONDITION_TYPES
+    assert conditions["Ready"]["status"] == "False"
+    assert conditions["Ready"]["reason"] == d.FELDERA_UNREACHABLE
+    assert conditions["Synced"]["status"] == "False"
+    assert conditions["Synced"]["message"] == "POST .../start timed out"
+    assert conditions["Reconciling"]["status"] == "True"  # it will be retried
+    assert conditions["Stalled"]["status"] == "False"
+    assert all(c["observedGeneration"] == 4 for c in status["conditions"])
+    # What was observed is kept; the decided status itself is not modified.
+    assert {k: v for k, v in status.items() if k != "conditions"} == {
+        k: v for k, v in decided.status.items() if k != "conditions"
+    }
+    assert decided.status["conditions"] != status["conditions"]
+
+
+@pytest.mark.parametrize(
+    ("reason", "synced", "stalled"),
+    [
+        (d.CREDENTIALS_REJECTED, "False", "True"),
+        (d.PERMISSION_DENIED, "False", "True"),
+        (d.FELDERA_ERROR, "False", "False"),
+        (d.CONNECTOR_NOT_FOUND, "True", "True"),
+        (d.PIPELINE_NOT_DEPLOYED, "True", "False"),
+    ],
+)
+def test_failed_action_reason_decides_synced_and_stalled(
+    reason: str, synced: str, stalled: str
+) -> None:
+    decided = run(make_spec(paused=True), pipeline("Running"))
+    status = d.with_problem(decided.status, Problem(reason, "x"), generation=1, now=T1)
+    got = {c["type"]: c["status"] for c in status["conditions"]}
+    assert got["Ready"] == "False"
+    assert got["Synced"] == synced
+    assert got["Stalled"] == stalled
+    assert got["Reconciling"] == ("False" if stalled == "True" else "True")
+
+
+def test_invalid_spec_status_is_stalled_and_keeps_what_was_observed() -> None:
+    before = converged_status(make_spec(inputs=[("orders", "live", False)]))
+    status = d.invalid_spec_status(
+        "spec.inputs[0].table: bad name", generation=9, previous_status=before, now=T1
+    )
+    got = {c["type"]: c for c in status["conditions"]}
+    assert [c["type"] for c in status["conditions"]] == CONDITION_TYPES
+    assert {t: c["status"] for t, c in got.items()} == {
+        "Ready": "False",
+        "Synced": "True",
+        "Reconciling": "False",
+        "Stalled": "True",
+    }
+    assert got["Ready"]["reason"] == d.INVALID_SPEC
+    assert got["Stalled"]["message"] == "spec.inputs[0].table: bad name"
+    assert got["Synced"]["lastTransitionTime"] == T0
+    assert got["Ready"]["lastTransitionTime"] == T1
+    assert status["observedGeneration"] == 9
+    assert all(c["observedGeneration"] == 9 for c in status["conditions"])
+    for key in ("state", "inputs", "outputs", "connectors", "pipelineName"):
+        assert status[key] == before[key]
+    assert before["observedGeneration"] == 1  # the previous status is not modified
+
+
+def test_invalid_spec_status_without_previous_status() -> None:
+    status = d.invalid_spec_status("bad", generation=1, previous_status=None, now=T0)
+    assert status["observedGeneration"] == 1
+    assert [c["reason"] for c in status["conditions"]] == [
+        d.INVALID_SPEC,
+        d.SYNCED,
+        d.AS_EXPECTED,
+        d.INVALID_SPEC,
+    ]
+
+
+def test_instance_status_when_the_api_answers() -> None:
+    status = d.instance_status(
+        None,
+        generation=2,
+        server={"version": "0.369.0", "edition": "Open source"},
+        pipelines=3,
+        previous_status=None,
+        now=T0,
+    )
+    assert status["reachable"] is True
+    assert (status["version"], status["edition"], status["pipelines"]) == (
+        "0.369.0",
+        "Open source",
+        3,
+    )
+    assert status["observedGeneration"] == 2
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Ready": "True",
+        "Synced": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
+    }
+    assert all(c["reason"] in CATALOGUE for c in status["conditions"])
+
+
+@pytest.mark.parametrize(
+    ("reason", "reachable", "stalled"),
+    [
+        (d.FELDERA_UNREACHABLE, False, "False"),
+        (d.FELDERA_ERROR, False, "False"),
+        (d.INSTANCE_NOT_FOUND, False, "True"),
+        (d.CREDENTIALS_REJECTED, True, "True"),
+        (d.PERMISSION_DENIED, True, "True"),
+    ],
+)
+def test_instance_status_on_a_problem_keeps_what_was_last_known(
+    reason: str, reachable: bool, stalled: str
+) -> None:
+    before = d.instance_status(
+        None,
+        generation=1,
+        server={"version": "0.369.0", "edition": "Enterprise"},
+        pipelines=5,
+        previous_status=None,
+        now=T0,
+    )
+    status = d.instance_status(
+        Problem(reason, "it failed"),
+        generation=1,
+        server={},
+        pipelines=None,
+        previous_status=before,
+        now=T1,
+    )
+    assert status["reachable"] is reachable
+    assert (status["version"], status["edition"], status["pipelines"]) == (
+        "0.369.0",
+        "Enterprise",
+        5,
+    )
+    got = {c["type"]: c for c in status["conditions"]}
+    assert got["Ready"]["status"] == "False" and got["Ready"]["reason"] == reason
+    assert got["Ready"]["lastTransitionTime"] == T1
+    assert got["Synced"]["status"] == "False"
+    assert got["Stalled"]["status"] == stalled
+    assert got["Reconciling"]["lastTransitionTime"] == T0
+
+
+def test_decide_is_deterministic_and_does_not_modify_its_inputs() -> None:
+    spec = make_spec(inputs=[("orders", "live", False)])
+    observed = pipeline(inputs=[conn("orders", "live", True), conn("orders", "x", False)])
+    previous = converged_status(spec)
+    snapshot = repr(previous), spec.model_dump()
+    first = run(spec, observed, previous=previous, now=T1)
+    second = run(spec, observed, previous=previous, now=T1)
+    assert first == second
+    assert (repr(previous), spec.model_dump()) == snapshot
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "decision.py gap, not changed here: the DeploymentFailed message tells people to set "
+        "spec.stopped true and back to false, but with the pipeline already Stopped that toggle "
+        "makes no call to Feldera (nothing dismisses the error or starts it), so the same "
+        "observation gives DeploymentFailed again."
+    ),
+)
+def test_toggling_spec_stopped_as_the_deployment_failed_message_advises_restarts_the_pipeline() -> (
+    None
+):
+    observed = pipeline("Stopped", "Stopped", deployment_error="worker panicked")
+    failed = run(make_spec(), observed, generation=1)
+    assert failed.ready_reason == d.DEPLOYMENT_FAILED
+    assert "spec.stopped" in failed.ready_message
+    stopped = run(make_spec(stopped=True), observed, generation=2, previous=failed.status)
+    again = run(make_spec(), observed, generation=3, previous=stopped.status)
+    assert stopped.actions or again.actions
 
 
 # ============================================================================= names
