@@ -376,7 +376,7 @@ def test_kubectl_refuses_a_schema_invalid_resource_naming_the_field(crd_cluster:
 
 
 def test_kubectl_applies_built_in_kinds_and_reapplies_changes(cluster: Cluster) -> None:
-    manifest = {
+    manifest: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": "web"},
@@ -653,6 +653,21 @@ def test_send_initial_events_ends_with_the_initial_events_end_bookmark(
     )
 
 
+def test_idle_watches_get_periodic_bookmarks(tmp_path: Path) -> None:
+    running, thread = start_cluster(tmp_path, bookmark_interval=0.2)
+    try:
+        events = running.api.watch(
+            "/api/v1/namespaces/default/configmaps",
+            allowWatchBookmarks="true",
+            resourceVersion="1",
+        )
+        assert events and {e["type"] for e in events} == {"BOOKMARK"}
+        assert events[-1]["object"]["kind"] == "ConfigMap"
+        assert int(events[-1]["object"]["metadata"]["resourceVersion"]) >= 1
+    finally:
+        stop_cluster(running, thread)
+
+
 def test_deleting_the_crd_removes_its_objects_and_its_api(crd_cluster: Cluster) -> None:
     crd_cluster.api.create(BASE, pipeline("gone"))
     reply = crd_cluster.api.request(
@@ -686,6 +701,18 @@ def test_discovery_lists_groups_and_resources(crd_cluster: Cluster) -> None:
     assert "testpipelines/status" in by_name
     core = {r["name"] for r in crd_cluster.api.get("/api/v1")["resources"]}
     assert {"namespaces", "secrets", "configmaps", "events", "serviceaccounts"} <= core
+    # Aggregated discovery is answered in the legacy form, plainly typed, so clients fall back.
+    aggregated = crd_cluster.api.request(
+        "GET",
+        "/apis",
+        headers={
+            "Accept": "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+            "application/json"
+        },
+    )
+    assert aggregated.headers["Content-Type"].startswith("application/json")
+    assert "as=" not in aggregated.headers["Content-Type"]
+    assert aggregated.body["kind"] == "APIGroupList"
     index = crd_cluster.api.get("/openapi/v3")["paths"]
     assert "?hash=" in index[f"apis/{GROUP}/{VERSION}"]["serverRelativeURL"]
 
@@ -752,12 +779,12 @@ def test_the_kubernetes_python_client_creates_lists_patches_and_watches(
 ) -> None:
     from kubernetes import client, config, watch
 
-    api_client = config.new_client_from_config(str(crd_cluster.kubeconfig))
+    api_client = config.new_client_from_config(str(crd_cluster.kubeconfig))  # type: ignore[no-untyped-call]
     custom = client.CustomObjectsApi(api_client)
-    created = custom.create_namespaced_custom_object(
+    created: Any = custom.create_namespaced_custom_object(
         GROUP, VERSION, "default", PLURAL, pipeline("py")
     )
-    listed = custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)
+    listed: Any = custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)
     assert [i["metadata"]["name"] for i in listed["items"]] == ["py"]
     custom.patch_namespaced_custom_object(
         GROUP, VERSION, "default", PLURAL, "py", {"spec": {"paused": True}}
@@ -766,7 +793,7 @@ def test_the_kubernetes_python_client_creates_lists_patches_and_watches(
         GROUP, VERSION, "default", PLURAL, "py", {"status": {"phase": "Updated"}}
     )
     seen = []
-    for event in watch.Watch().stream(
+    stream: Any = watch.Watch().stream(  # type: ignore[no-untyped-call]
         custom.list_namespaced_custom_object,
         GROUP,
         VERSION,
@@ -774,11 +801,13 @@ def test_the_kubernetes_python_client_creates_lists_patches_and_watches(
         PLURAL,
         resource_version=created["metadata"]["resourceVersion"],
         timeout_seconds=1,
-    ):
+    )
+    for event in stream:
         seen.append((event["type"], event["object"]["spec"]["paused"]))
     assert seen == [("MODIFIED", True), ("MODIFIED", True)]
     core = client.CoreV1Api(api_client)
-    assert "default" in [n.metadata.name for n in core.list_namespace().items]
+    namespaces: Any = core.list_namespace().items
+    assert "default" in [n.metadata.name for n in namespaces]
     api_client.close()
 
 

@@ -927,7 +927,7 @@ class KubernetesEmulator:
                 continue
             if event is None:
                 return
-            batch = [event]
+            batch: list[WatchEvent | None] = [event]
             while not watcher.queue.empty():  # drain bursts into one write
                 batch.append(watcher.queue.get_nowait())
             closing = batch[-1] is None
@@ -1108,7 +1108,7 @@ class KubernetesEmulator:
             return new, []
         from feldera_operator.emulators import k8s_schema
 
-        envelope = {k: new[k] for k in ("apiVersion", "kind", "metadata") if k in new}
+        envelope: Obj = {k: new[k] for k in ("apiVersion", "kind", "metadata") if k in new}
         unknown = [
             p.lstrip(".")
             for p in k8s_schema.unknown_fields(schema, new)
