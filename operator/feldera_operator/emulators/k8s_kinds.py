@@ -50,12 +50,16 @@ class ResourceType:
         return f"{self.group}/{version}" if self.group else version
 
     def crd_version(self, version: str) -> dict[str, Any] | None:
-        """The `spec.versions[]` entry of the defining CRD for `version`."""
+        """The `spec.versions[]` entry of the defining CRD for `version`.
+
+        The stored CRD itself, not a copy: it is never mutated (a CRD update stores a new one),
+        and k8s_schema caches compiled schemas by identity, so copies would recompile per call.
+        """
         if self.crd is None:
             return None
         for entry in self.crd["spec"]["versions"]:
             if entry.get("name") == version:
-                return dict(entry)
+                return entry  # type: ignore[no-any-return]
         return None
 
     def schema(self, version: str) -> dict[str, Any] | None:
@@ -63,7 +67,7 @@ class ResourceType:
         if entry is None:
             return None
         schema = (entry.get("schema") or {}).get("openAPIV3Schema")
-        return dict(schema) if isinstance(schema, dict) else None
+        return schema if isinstance(schema, dict) else None
 
 
 def _t(
