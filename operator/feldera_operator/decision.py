@@ -308,7 +308,13 @@ def decide(
         now=now,
         ready=(ready, reason, message),
         synced=(synced_reason == SYNCED, synced_reason, synced_message),
-        reconciling=(in_progress or bool(actions), reason, message),
+        # kstatus reads only Reconciling and Stalled (neither True = Current): a sync failure being
+        # retried is in progress, not Current. `in_progress` (follow-ups) is unchanged.
+        reconciling=(
+            (not ready and reason not in STALLED_REASONS) or bool(actions),
+            reason,
+            message,
+        ),
         stalled=(reason in STALLED_REASONS, reason, message),
     )
     return Decision(
@@ -361,7 +367,7 @@ def _decide_unobservable(
             SYNCED if synced else problem.reason,
             "last round trip to Feldera succeeded" if synced else problem.message,
         ),
-        reconciling=(False, problem.reason, problem.message),
+        reconciling=(problem.reason not in STALLED_REASONS, problem.reason, problem.message),
         stalled=(problem.reason in STALLED_REASONS, problem.reason, problem.message),
     )
     return Decision(
@@ -692,7 +698,11 @@ def instance_status(
             now=now,
             ready=ready,
             synced=synced,
-            reconciling=(False, AS_EXPECTED, ""),
+            reconciling=(
+                problem is not None and problem.reason not in STALLED_REASONS,
+                problem.reason if problem else AS_EXPECTED,
+                problem.message if problem else "",
+            ),
             stalled=(
                 problem is not None and problem.reason in STALLED_REASONS,
                 problem.reason if problem else AS_EXPECTED,
