@@ -196,6 +196,16 @@ def entry(decision: Decision, direction: str, relation: str, connector: str) -> 
     return found
 
 
+def kstatus(conditions: Sequence[Mapping[str, Any]]) -> str:
+    """What kstatus computes from the standard conditions (cli-utils checkGenericProperties)."""
+    for c in conditions:
+        if c["type"] == "Reconciling" and c["status"] == "True":
+            return "InProgress"
+        if c["type"] == "Stalled" and c["status"] == "True":
+            return "Failed"
+    return "Current"
+
+
 def assert_well_formed(decision: Decision, generation: int = 1) -> None:
     """What every decision must satisfy, whatever it observed."""
     conditions = decision.status["conditions"]
@@ -227,6 +237,11 @@ def assert_well_formed(decision: Decision, generation: int = 1) -> None:
         }
     if statuses["Stalled"] == "True":
         assert decision.ready_reason in d.STALLED_REASONS
+    # kstatus (Flux, kpt, Config Sync) reads only Reconciling and Stalled: neither True means
+    # Current. design.md: "Current when Ready, Failed when Stalled, in progress otherwise".
+    # (Stalled with an action still in flight for another connector reads InProgress until that
+    # action is done, then Failed.)
+    assert (kstatus(decision.status["conditions"]) == "Current") is decision.ready
     if statuses["Reconciling"] == "False":
         assert cond(decision, "Reconciling")["reason"] == d.AS_EXPECTED
     if statuses["Stalled"] == "False":
@@ -870,7 +885,10 @@ def test_stats_problem_on_deployed_pipeline_is_synced_false_with_its_reason() ->
         "reason": d.FELDERA_UNREACHABLE,
         "message": "GET /stats timed out",
     }
-    assert cond_status(decision)["Reconciling"] == "False"
+    # Retried: in progress for kstatus, not Current (and not Stalled).
+    assert cond_status(decision)["Reconciling"] == "True"
+    assert cond(decision, "Reconciling")["reason"] == d.FELDERA_UNREACHABLE
+    assert not decision.in_progress  # no per-object follow-up; the instance loop retries
     e = entry(decision, "input", "orders", "live")
     assert e["state"] == "Unknown" and e["paused"] is None and e["active"] is False
     assert_well_formed(decision)
@@ -962,10 +980,11 @@ def test_problem_observation_is_synced_false_keeps_observed_fields_and_decides_n
     assert decision.actions == ()
     assert not decision.ready
     assert decision.ready_reason == reason
+    # Either a person must act (Stalled) or it is retried (Reconciling): never kstatus Current.
     assert cond_status(decision) == {
         "Ready": "False",
         "Synced": "False",
-        "Reconciling": "False",
+        "Reconciling": "False" if stalled else "True",
         "Stalled": "True" if stalled else "False",
     }
     assert cond(decision, "Synced")["reason"] == reason
@@ -976,10 +995,11 @@ def test_problem_observation_is_synced_false_keeps_observed_fields_and_decides_n
     assert decision.status["outputs"] == before["outputs"]
     assert decision.status["observedGeneration"] == 2
     assert decision.status["pipelineName"] == "orders-main"
-    # Synced and Stalled/Reconciling kept their times unless they flipped.
+    # Times move only for the conditions that flipped (from a converged status).
     assert cond(decision, "Ready")["lastTransitionTime"] == T1
     assert cond(decision, "Synced")["lastTransitionTime"] == T1
-    assert cond(decision, "Reconciling")["lastTransitionTime"] == T0
+    assert cond(decision, "Reconciling")["lastTransitionTime"] == (T0 if stalled else T1)
+    assert cond(decision, "Stalled")["lastTransitionTime"] == (T1 if stalled else T0)
     assert_well_formed(decision, generation=2)
 
 
@@ -1220,7 +1240,8 @@ def test_instance_status_on_a_problem_keeps_what_was_last_known(
     assert got["Ready"]["lastTransitionTime"] == T1
     assert got["Synced"]["status"] == "False"
     assert got["Stalled"]["status"] == stalled
-    assert got["Reconciling"]["lastTransitionTime"] == T0
+    assert got["Reconciling"]["status"] == ("False" if stalled == "True" else "True")
+    assert kstatus(status["conditions"]) != "Current"
 
 
 def test_decide_is_deterministic_and_does_not_modify_its_inputs() -> None:
