@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from feldera_operator.leader import LeaderElectionConfig
+
 
 @dataclass(frozen=True)
 class SecretRef:
@@ -35,6 +37,10 @@ class OperatorConfig:
     # How many /stats or action calls run at once per instance.
     concurrency: int = 32
     namespaces: tuple[str, ...] = field(default=())
+    # Serve Prometheus metrics on this port (0: off).
+    metrics_port: int = 0
+    # Compete for a Lease before acting (several replicas); None: act at once.
+    leader_election: LeaderElectionConfig | None = None
 
     @classmethod
     def from_env(cls) -> OperatorConfig:

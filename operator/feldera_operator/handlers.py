@@ -12,6 +12,7 @@ from typing import Any
 
 import kopf
 
+from feldera_operator import leader, metrics
 from feldera_operator.config import OperatorConfig
 from feldera_operator.kube import KubeApi, load_api_client
 from feldera_operator.models import GROUP, VERSION, FelderaInstance, FelderaPipeline
@@ -34,7 +35,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.batching.batch_window = 0.05
-    memo["reconciler"] = Reconciler(config, KubeApi(load_api_client()))
+    reconciler = Reconciler(config, KubeApi(load_api_client()))
+    memo["reconciler"] = reconciler
+    if config.metrics_port:
+        metrics.serve(config.metrics_port, reconciler.status_snapshot)
+    if config.leader_election is not None:
+        leader.start(config.leader_election, reconciler.leading)
+    else:
+        reconciler.leading.set()
     log.info(
         "feldera-operator started: period %.1fs, default instance %s",
         config.period,

@@ -51,6 +51,8 @@ def load_api_client() -> kubernetes.client.ApiClient:
         kubernetes.config.load_kube_config(client_configuration=config)  # type: ignore[no-untyped-call]
     # Status writes of many objects at once come from several threads.
     config.connection_pool_maxsize = 16
+    # The client's leader election builds its own API objects from the default configuration.
+    kubernetes.client.Configuration.set_default(config)
     return kubernetes.client.ApiClient(configuration=config)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import pydantic
 
 from feldera_operator import decision as d
+from feldera_operator import metrics
 from feldera_operator.config import OperatorConfig
 from feldera_operator.feldera_client import FelderaClient, FelderaError, FelderaNotDeployed
 from feldera_operator.kube import KubeApi, KubeError, SecretMissing
@@ -113,6 +114,21 @@ class Reconciler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._semaphore = asyncio.Semaphore(config.concurrency)
+        # Set while this replica may act (always, without leader election).
+        self.leading = asyncio.Event()
+        self._spawn(self._lead())
+
+    async def _lead(self) -> None:
+        await self.leading.wait()
+        metrics.LEADER.set(1)
+        for state in self.instances.values():
+            state.wake.set()
+
+    def status_snapshot(self) -> list[tuple[str, Mapping[str, Any]]]:
+        """(kind, status) of every resource, for the metrics gauge."""
+        pipelines = [(FelderaPipeline.KIND, r.status) for r in list(self.pipelines.values())]
+        instances = [(FelderaInstance.KIND, s.status) for s in list(self.instances.values())]
+        return pipelines + [i for i in instances if i[1]]
 
     # ------------------------------------------------------------------ watch events (kopf)
 
@@ -138,6 +154,8 @@ class Reconciler:
             self._load_spec(record, body, generation)
         instance = self._ensure_instance(record.instance)
 
+        if not self.leading.is_set():
+            return  # a standby replica only keeps its cache warm
         if meta.get("deletionTimestamp"):
             await self._finalize(record, body)
             return
@@ -206,6 +224,7 @@ class Reconciler:
     async def _instance_loop(self, state: InstanceState) -> None:
         await self._settle()
         while not self._closing:
+            await self.leading.wait()
             try:
                 healthy = await self._observe_instance(state)
             except Exception:  # a bug must not end observation of a whole instance
@@ -292,7 +311,7 @@ class Reconciler:
     async def reconcile_now(self, key: ObjKey) -> None:
         """Observe and reconcile one resource immediately (spec change, or a follow-up)."""
         record = self.pipelines.get(key)
-        if record is None:
+        if record is None or not self.leading.is_set():
             return
         if record.spec is None:
             await self._apply_invalid(record)
@@ -339,6 +358,7 @@ class Reconciler:
                 return
             if snapshot is not None and record.last_reconciled > snapshot:
                 return
+            started = time.monotonic()
             decision = d.decide(
                 record.spec,
                 generation=record.generation,
@@ -367,6 +387,12 @@ class Reconciler:
                 self._schedule_followup(record)
             else:
                 record.followup_delay = FOLLOWUP_FIRST
+            metrics.RECONCILES.labels(
+                kind=FelderaPipeline.KIND, result=_result(decision, failure)
+            ).inc()
+            metrics.RECONCILE_SECONDS.labels(kind=FelderaPipeline.KIND).observe(
+                time.monotonic() - started
+            )
 
     async def _apply_invalid(self, record: PipelineRecord) -> None:
         async with record.lock:
@@ -428,6 +454,10 @@ class Reconciler:
                 )
                 return problem
             reason = "DriftCorrected" if drift else _action_reason(action)
+            metrics.ACTIONS.labels(action=_action_reason(action)).inc()
+            if drift:
+                target = "pipeline" if isinstance(action, d.PipelineAction) else "connector"
+                metrics.DRIFT_CORRECTIONS.labels(target=target).inc()
             message = action.describe()
             if drift:
                 message = f"Feldera no longer matched the spec; {message}"
@@ -494,6 +524,7 @@ class Reconciler:
                     tenant=tenant,
                     ca_pem=ca,
                     timeout=self.config.request_timeout,
+                    on_response=metrics.observe_feldera,
                 )
             except ValueError as e:  # its messages never repeat the key or the CA
                 raise _Unobservable(d.Problem(d.INVALID_SPEC, f"{state.label}: {e}")) from None
@@ -673,6 +704,15 @@ def _ready_reason(status: Mapping[str, Any]) -> str | None:
             reason = condition.get("reason")
             return reason if isinstance(reason, str) else None
     return None
+
+
+def _result(decision: d.Decision, failure: d.Problem | None) -> str:
+    reason = failure.reason if failure else decision.ready_reason
+    if reason in d.SYNC_FAILURE_REASONS:
+        return "error"
+    if reason in d.STALLED_REASONS:
+        return "stalled"
+    return "converged" if decision.ready and failure is None else "progressing"
 
 
 def _action_reason(action: d.Action) -> str:

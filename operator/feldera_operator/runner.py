@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 
 from feldera_operator.config import OperatorConfig, SecretRef
+from feldera_operator.leader import LeaderElectionConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +56,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Liveness endpoint URL to serve ('' to disable).",
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("METRICS_PORT", "9090")),
+        help="Serve Prometheus metrics at :PORT/metrics (env METRICS_PORT; 0 disables).",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=env("LEADER_ELECTION_NAMESPACE"),
+        help="Namespace of the Lease replicas compete for; set it to run several replicas "
+        "(env LEADER_ELECTION_NAMESPACE). Unset: act at once, alone.",
+    )
+    parser.add_argument(
+        "--leader-election-name",
+        default=env("LEADER_ELECTION_NAME", "feldera-operator"),
+        help="Name of that Lease (env LEADER_ELECTION_NAME).",
+    )
+    parser.add_argument(
+        "--leader-election-lease-duration",
+        type=float,
+        default=float(env("LEADER_ELECTION_LEASE_DURATION", "15")),
+        help="Seconds a lease is valid; a standby takes over this long after the leader dies.",
+    )
+    parser.add_argument(
         "--log-format",
         choices=("text", "json"),
         default=env("LOG_FORMAT", "text"),
@@ -72,6 +97,24 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         default_tenant=args.default_tenant or None,
         request_timeout=args.request_timeout,
         namespaces=tuple(args.namespace),
+        metrics_port=args.metrics_port,
+        leader_election=_leader_election(args),
+    )
+
+
+def _leader_election(args: argparse.Namespace) -> LeaderElectionConfig | None:
+    if not args.leader_election_namespace:
+        return None
+    duration = max(args.leader_election_lease_duration, 3.0)
+    # The client library wants lease > renew deadline > 1.2 x retry period, retry >= 1 s.
+    retry = max(1.0, duration / 7.5)
+    return LeaderElectionConfig(
+        namespace=args.leader_election_namespace,
+        name=args.leader_election_name,
+        identity=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+        lease_duration=duration,
+        renew_deadline=max(duration * 2 / 3, 1.3 * retry),
+        retry_period=retry,
     )
 
 

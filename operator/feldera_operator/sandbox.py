@@ -154,7 +154,9 @@ class Sandbox:
         return self.feldera_url
 
     def start_operator(self, *extra: str, name: str = "operator") -> Process:
-        proc = self._start(name, ["run", "--liveness", "", *extra])
+        # No fixed ports by default: several operators may run side by side in one test.
+        defaults = [] if "--metrics-port" in extra else ["--metrics-port", "0"]
+        proc = self._start(name, ["run", "--liveness", "", *defaults, *extra])
         self.operators.append(proc)
         proc.wait_for_log(r"feldera-operator started", timeout=60)
         return proc
