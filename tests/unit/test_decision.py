@@ -1701,15 +1701,34 @@ def declared_keys(spec: FelderaPipelineSpec) -> set[tuple[str, str, str]]:
 
 
 @PROPERTY_SETTINGS
-@given(any_spec, st.one_of(any_observation, any_problem), st.booleans())
+@given(
+    any_spec,
+    st.one_of(any_observation, any_problem),
+    st.one_of(st.none(), any_observation, any_problem),
+)
 def test_any_observation_gives_a_well_formed_status_and_only_permitted_actions(
-    spec: FelderaPipelineSpec, observed: ObservedPipeline | Problem, with_previous: bool
+    spec: FelderaPipelineSpec,
+    observed: ObservedPipeline | Problem,
+    observed_before: ObservedPipeline | Problem | None,
 ) -> None:
-    previous = run(spec, observed, generation=3).status if with_previous else None
+    previous = (
+        run(spec, observed_before, generation=3).status if observed_before is not None else None
+    )
     decision = run(spec, observed, previous=previous, generation=4, now=T1)
     assert_well_formed(decision, generation=4)
+    # The lastTransitionTime rule, for every condition.
+    if previous is not None:
+        before = {c["type"]: c for c in previous["conditions"]}
+        for c in decision.status["conditions"]:
+            old = before[c["type"]]
+            expected_time = old["lastTransitionTime"] if old["status"] == c["status"] else T1
+            assert c["lastTransitionTime"] == expected_time
     if isinstance(observed, Problem):
         assert decision.actions == ()
+        if previous is not None and observed.reason != d.PIPELINE_NOT_FOUND:
+            kept = ("state", "desiredState", "programStatus", "deploymentError", "connectors")
+            for key in (*kept, "inputs", "outputs"):
+                assert decision.status[key] == previous[key]
         return
     status, desired = observed.deployment_status, observed.desired_status
     declared = declared_keys(spec)
@@ -1739,10 +1758,3 @@ def test_any_observation_gives_a_well_formed_status_and_only_permitted_actions(
         entries = decision.status[f"{direction}s"]
         assert sum(1 for e in entries if e["declared"]) == len(mine)
         assert len(entries) == len(mine) + len(others)
-    # The lastTransitionTime rule, for every condition.
-    if previous is not None:
-        before = {c["type"]: c for c in previous["conditions"]}
-        for c in decision.status["conditions"]:
-            old = before[c["type"]]
-            expected_time = old["lastTransitionTime"] if old["status"] == c["status"] else T1
-            assert c["lastTransitionTime"] == expected_time
