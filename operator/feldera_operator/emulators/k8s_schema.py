@@ -403,20 +403,51 @@ class _Program:
     program: Any  # cel.Program
     uses_extensions: bool
     uses_old_self: bool
-    # When a rule reads `self` only as `self.<field>`, the fields it reads: only those are
-    # converted to CEL values (converting a large object costs far more than evaluating).
-    self_fields: frozenset[str] | None
-    old_self_fields: frozenset[str] | None
+    # What of `self`/`oldSelf` a rule reads, when that can be told from its text: only that
+    # is converted to CEL values (converting a large object costs far more than evaluating).
+    self_reads: _Projection
+    old_self_reads: _Projection
 
 
-def _fields_read(expr: str, var: str) -> frozenset[str] | None:
-    """The fields of `var` an expression reads, if it reads `var` only as `var.field`."""
+# ("fields", names): reads only `var.name`; ("items", names): reads `var` only through list
+# macros whose variable reads only `x.name`; None: reads it otherwise (converted whole).
+_Projection = tuple[str, frozenset[str]] | None
+_ITEM_MACRO = re.compile(r"\s*\.\s*(all|exists|exists_one|filter)\(\s*([A-Za-z_]\w*)\s*,")
+
+
+def _fields_read(expr: str, var: str, skip: frozenset[int] = frozenset()) -> frozenset[str] | None:
+    """The fields of `var` an expression reads, if it reads `var` only as `var.field`.
+
+    `skip`: offsets of occurrences that are not reads (where a macro binds the name).
+    """
     fields: set[str] = set()
     for m in re.finditer(rf"(?<![\w.]){var}\b(\s*\.\s*([A-Za-z_]\w*)\s*(\()?)?", expr):
+        if m.start() in skip:
+            continue
         if m.group(2) is None or m.group(3) is not None:
             return None  # `self` on its own, or a method call on it (`self.all(...)`)
         fields.add(m.group(2))
     return frozenset(fields)
+
+
+def _reads(expr: str, var: str) -> _Projection:
+    fields = _fields_read(expr, var)
+    if fields is not None:
+        return ("fields", fields)
+    macros = []
+    for m in re.finditer(rf"(?<![\w.]){var}\b", expr):
+        macro = _ITEM_MACRO.match(expr, m.end())
+        if macro is None:
+            return None
+        macros.append(macro)
+    bindings = frozenset(m.start(2) for m in macros)
+    item_fields: set[str] = set()
+    for macro in macros:
+        read = _fields_read(expr, macro.group(2), bindings)
+        if read is None:
+            return None
+        item_fields |= read
+    return ("items", frozenset(item_fields))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -441,20 +472,30 @@ def _cel_compile(expr: str) -> _Program | str:
         program=program,
         uses_extensions=bool(functions & set(_CEL_FUNCTIONS)),
         uses_old_self="oldSelf" in refs["variables"],
-        self_fields=_fields_read(expr, "self"),
-        old_self_fields=_fields_read(expr, "oldSelf"),
+        self_reads=_reads(expr, "self"),
+        old_self_reads=_reads(expr, "oldSelf"),
     )
 
 
-def _project(value: JSON, fields: frozenset[str] | None) -> JSON:
-    if fields is None or not isinstance(value, Mapping):
+def _project(value: JSON, reads: _Projection) -> JSON:
+    if reads is None:
         return value
-    return {k: value[k] for k in fields if k in value}
+    kind, fields = reads
+    if kind == "fields":
+        if not isinstance(value, Mapping):
+            return value
+        return {k: value[k] for k in fields if k in value}
+    if not isinstance(value, list):
+        return value
+    return [
+        {k: item[k] for k in fields if k in item} if isinstance(item, Mapping) else item
+        for item in value
+    ]
 
 
 def _cel_run(prog: _Program, variables: dict[str, JSON]) -> Any:
     variables = {
-        name: _project(value, prog.self_fields if name == "self" else prog.old_self_fields)
+        name: _project(value, prog.self_reads if name == "self" else prog.old_self_reads)
         for name, value in variables.items()
     }
     if prog.uses_extensions:
@@ -566,6 +607,7 @@ class _Node:
         "raw",
         "required",
         "rules",
+        "transitions_below",
         "type",
         "unique_items",
     )
@@ -623,6 +665,15 @@ class _Node:
         self.has_default = "default" in s
         self.default: JSON = s.get("default")
         self.rules = [_make_rule(r) for r in s.get("x-kubernetes-validations") or ()]
+        children: list[_Node] = list((self.properties or {}).values())
+        if isinstance(self.additional, _Node):
+            children.append(self.additional)
+        if self.items is not None:
+            children.append(self.items)
+        # Whether a rule reading oldSelf sits here or below: those run even on unchanged values.
+        self.transitions_below: bool = any(r.transition for r in self.rules) or any(
+            c.transitions_below for c in children
+        )
         constrained = any(k in s for k in _SCALAR_CONSTRAINTS)
         self.plain: tuple[type, ...] | None = (
             _PLAIN_TYPES[self.type]
@@ -682,6 +733,21 @@ class _Validation:
     def check(self, node: _Node, value: JSON, path: str, old: JSON, has_old: bool) -> None:
         if node.plain is not None and type(value) in node.plain:
             return  # the common leaf: a scalar of the right type with nothing else to check
+        if has_old and value == old:
+            # Ratcheting (Kubernetes 1.30+): an update does not fail on a value it left
+            # unchanged, so a schema tightened since it was stored does not lock the object;
+            # only transition rules still run there. Unchanged subtrees without them (the
+            # spec on a status write) are skipped outright.
+            if not node.transitions_below:
+                return
+            marks = (len(self.schema_errors), len(self.list_errors))
+            self._check(node, value, path, old, has_old)
+            del self.schema_errors[marks[0] :]
+            del self.list_errors[marks[1] :]
+            return
+        self._check(node, value, path, old, has_old)
+
+    def _check(self, node: _Node, value: JSON, path: str, old: JSON, has_old: bool) -> None:
         errors = self.schema_errors
         if value is None:
             if node.nullable or (node.type is None and not node.int_or_string):
@@ -915,12 +981,18 @@ class _Validation:
         old_map = old if has_old and isinstance(old, Mapping) else None
         props = node.properties
         if props is not None:
-            for name, child in props.items():
-                if name in value:
-                    if old_map is not None and name in old_map:
-                        self.check(child, value[name], _child(path, name), old_map[name], True)
-                    else:
-                        self.check(child, value[name], _child(path, name), None, False)
+            for name, item in value.items():
+                child = props.get(name)
+                if child is None:
+                    continue
+                plain = child.plain
+                if plain is not None and type(item) in plain:
+                    continue  # inlined fast path of check(): saves a call and a path string
+                sub = f"{path}.{name}" if path else name
+                if old_map is not None and name in old_map:
+                    self.check(child, item, sub, old_map[name], True)
+                else:
+                    self.check(child, item, sub, None, False)
         for name in node.required:
             if name not in value:
                 errors.append(_cause(_REQUIRED, _child(path, name)))
