@@ -1716,6 +1716,10 @@ def test_any_observation_gives_a_well_formed_status_and_only_permitted_actions(
     )
     decision = run(spec, observed, previous=previous, generation=4, now=T1)
     assert_well_formed(decision, generation=4)
+    # The same observation again, later: the same status, so no Kubernetes write (design.md).
+    again = run(spec, observed, previous=decision.status, generation=4, now=T2)
+    assert again.status == decision.status
+    assert not status_changed(decision.status, again.status)
     # The lastTransitionTime rule, for every condition.
     if previous is not None:
         before = {c["type"]: c for c in previous["conditions"]}
