@@ -673,28 +673,24 @@ class KubernetesEmulator:
             table: Obj = k8s_schema.printer_columns_table(entry, objects, include_object=include)
         else:
             now = datetime.now(UTC)
+            columns = _BUILTIN_COLUMNS.get(target.rt.key)
+            if columns is None:
+                columns = [_NAME_COLUMN, _AGE_COLUMN]
             table = {
                 "kind": "Table",
                 "columnDefinitions": [
                     {
-                        "name": "Name",
+                        "name": name,
                         "type": "string",
-                        "format": "name",
-                        "priority": 0,
-                        "description": "Name must be unique within a namespace.",
-                    },
-                    {
-                        "name": "Age",
-                        "type": "string",
-                        "format": "",
-                        "priority": 0,
-                        "description": "CreationTimestamp is a timestamp representing the server "
-                        "time when this object was created.",
-                    },
+                        "format": "name" if name == "Name" else "",
+                        "priority": priority,
+                        "description": "",
+                    }
+                    for name, priority, _ in columns
                 ],
                 "rows": [
                     {
-                        "cells": [o["metadata"]["name"], _age(o, now)],
+                        "cells": [cell(o, now) for _, _, cell in columns],
                         **({"object": _row_object(o, include)} if include != "None" else {}),
                     }
                     for o in objects
@@ -1499,15 +1495,67 @@ class KubernetesEmulator:
         )
 
 
-def _age(obj: Obj, now: datetime) -> str:
-    """The Age cell as the apiserver prints it for built-in kinds ("5m3s")."""
+def _since(timestamp: Any, now: datetime) -> str:
     from feldera_operator.emulators import k8s_schema
 
-    created = obj["metadata"].get("creationTimestamp")
-    if not created:
+    if not isinstance(timestamp, str) or not timestamp:
         return "<unknown>"
-    then = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return "<unknown>"
     return k8s_schema.human_duration((now - then).total_seconds())
+
+
+def _event_object(event: Obj) -> str:
+    ref = event.get("involvedObject") or event.get("regarding") or {}
+    return f"{str(ref.get('kind', '')).lower()}/{ref.get('name', '')}"
+
+
+def _age(obj: Obj, now: datetime) -> str:
+    """The Age cell as the apiserver prints it for built-in kinds ("5m3s")."""
+    return _since(obj["metadata"].get("creationTimestamp"), now)
+
+
+# Server-side printing of the built-in kinds people `kubectl get` here: (name, priority, cell);
+# kubectl shows priority 0 columns and, with -o wide, the others.
+_Column = tuple[str, int, Callable[[Obj, datetime], Any]]
+_NAME_COLUMN: _Column = ("Name", 0, lambda o, _: o["metadata"]["name"])
+_AGE_COLUMN: _Column = ("Age", 0, _age)
+_EVENT_COLUMNS: list[_Column] = [
+    (
+        "Last Seen",
+        0,
+        lambda o, now: _since(
+            o.get("lastTimestamp") or o.get("deprecatedLastTimestamp") or o.get("eventTime"), now
+        ),
+    ),
+    ("Type", 0, lambda o, _: o.get("type", "")),
+    ("Reason", 0, lambda o, _: o.get("reason", "")),
+    ("Object", 0, lambda o, _: _event_object(o)),
+    ("Message", 0, lambda o, _: o.get("message") or o.get("note", "")),
+    ("Name", 1, lambda o, _: o["metadata"]["name"]),
+]
+_BUILTIN_COLUMNS: dict[tuple[str, str], list[_Column]] = {
+    ("", "namespaces"): [
+        _NAME_COLUMN,
+        ("Status", 0, lambda o, _: o.get("status", {}).get("phase", "")),
+        _AGE_COLUMN,
+    ],
+    ("", "secrets"): [
+        _NAME_COLUMN,
+        ("Type", 0, lambda o, _: o.get("type", "")),
+        ("Data", 0, lambda o, _: len(o.get("data") or {})),
+        _AGE_COLUMN,
+    ],
+    ("", "configmaps"): [
+        _NAME_COLUMN,
+        ("Data", 0, lambda o, _: len(o.get("data") or {}) + len(o.get("binaryData") or {})),
+        _AGE_COLUMN,
+    ],
+    ("", "events"): _EVENT_COLUMNS,
+    ("events.k8s.io", "events"): _EVENT_COLUMNS,
+}
 
 
 def _row_object(obj: Obj, include: str) -> Obj:
