@@ -1337,7 +1337,6 @@ class FelderaModel:
     connectors: list[ModelConnector]
     checkpoint_restore: bool  # restart keeps the flags (checkpoint) or resets them to the SQL's
     touched: set[tuple[str, str, str]] = field(default_factory=set)
-    refused: list[str] = field(default_factory=list)
 
     def observe(self) -> ObservedPipeline:
         deployed = self.status in DEPLOYED  # /stats answers 503 otherwise
