@@ -22,6 +22,7 @@ import kubernetes_validate
 import pydantic
 import pytest
 import yaml
+
 from feldera_operator import crdgen
 from feldera_operator.models import (
     GROUP,
