@@ -618,6 +618,26 @@ def test_transition_rules_on_map_list_items_correlate_by_key() -> None:
     assert fields(causes) == [("FieldValueInvalid", "spec.inputs[1]")]
 
 
+def test_optional_old_self_rules_run_on_create_too() -> None:
+    schema = pipeline_schema()
+    spec_props(schema)["replicas"]["x-kubernetes-validations"] = [
+        {
+            "rule": "!oldSelf.hasValue() || self >= oldSelf.value()",
+            "optionalOldSelf": True,
+            "message": "replicas cannot shrink",
+        },
+        {"rule": "self <= oldSelf.orValue(5)", "optionalOldSelf": True, "message": "too many"},
+    ]
+    assert check(pipeline(replicas=3), schema=schema) == []
+    assert fields(check(pipeline(replicas=6), schema=schema)) == [
+        ("FieldValueInvalid", "spec.replicas")
+    ]
+    causes = check(pipeline(replicas=2), pipeline(replicas=3), schema)
+    assert [c.message for c in causes] == [
+        'spec.replicas: Invalid value: "integer": replicas cannot shrink'
+    ]
+
+
 def test_cel_is_skipped_when_types_are_wrong() -> None:
     causes = ks.validate(pipeline_schema(), pipeline(stopped="yes", paused=True))
     assert fields(causes) == [

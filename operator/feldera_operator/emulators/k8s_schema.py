@@ -1125,8 +1125,14 @@ def _evaluate_rule(p: _Pending) -> Cause | None:
     if isinstance(program, str):
         return _cause(_INVALID, p.path, _OMIT, f"{program} evaluating rule: {rule.rule}")
     variables: dict[str, JSON] = {"self": p.value}
-    if rule.transition:
-        variables["oldSelf"] = p.old if p.has_old else None
+    if rule.optional_old_self and rule.transition:
+        import cel
+
+        # optionalOldSelf: oldSelf is a CEL optional, empty on create or without an old value.
+        optional = cel.OptionalValue
+        variables["oldSelf"] = optional.of(p.old) if p.has_old else optional.none()
+    elif rule.transition:
+        variables["oldSelf"] = p.old
     try:
         result = _cel_run(program, variables)
     except Exception as exc:  # the interpreter raises several types; all are rule errors
