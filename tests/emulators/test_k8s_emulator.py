@@ -404,6 +404,34 @@ def test_kubectl_applies_built_in_kinds_and_reapplies_changes(cluster: Cluster) 
     assert stored["metadata"]["generation"] == 2
 
 
+def test_kubectl_applies_chart_like_built_in_manifests_both_ways_and_deletes_them(
+    cluster: Cluster,
+) -> None:
+    manifests = str(FIXTURES / "builtins.yaml")
+    created = cluster.kubectl("apply", "-f", manifests).stdout
+    assert "clusterrole.rbac.authorization.k8s.io/feldera-operator:role created" in created
+    changed = (FIXTURES / "builtins.yaml").read_text().replace("port: 8080", "port: 8081")
+    out = cluster.kubectl("apply", "-f", "-", stdin=changed).stdout
+    assert "service/op configured" in out
+    ports = cluster.api.get("/api/v1/namespaces/default/services/op")["spec"]["ports"]
+    assert ports == [{"name": "http", "port": 8081, "targetPort": 8080}]
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", manifests)
+    deleted = cluster.kubectl("delete", "-f", manifests, "--wait").stdout
+    assert deleted.count("deleted") == 9
+
+
+def test_deletecollection_deletes_what_the_selector_selects(crd_cluster: Cluster) -> None:
+    for name, team in [("d1", "web"), ("d2", "web"), ("d3", "db")]:
+        obj = pipeline(name)
+        obj["metadata"]["labels"] = {"team": team}
+        crd_cluster.api.create(BASE, obj)
+    reply = crd_cluster.api.request("DELETE", f"{BASE}?labelSelector=team%3Dweb")
+    assert reply.status == 200, reply.body
+    assert [i["metadata"]["name"] for i in crd_cluster.api.get(BASE)["items"]] == ["d3"]
+    counts = crd_cluster.emulator.request_counts()
+    assert counts["deletecollection testpipelines"] == 1
+
+
 # --- API semantics -----------------------------------------------------------------------------
 
 

@@ -1073,7 +1073,22 @@ class KubernetesEmulator:
                     )
                 ],
             )
-        label = rt.key == ("", "namespaces")
+        if rt.group == "rbac.authorization.k8s.io":
+            # RBAC names are path segments ("system:controller:x" is valid).
+            if isinstance(name, str) and name not in (".", "..") and not set(name) & {"/", "%"}:
+                return name
+            raise _invalid(
+                rt,
+                str(name),
+                [
+                    Cause(
+                        "FieldValueInvalid",
+                        "metadata.name",
+                        f"Invalid value: \"{name}\": may not contain '/' or '%'",
+                    )
+                ],
+            )
+        label = rt.key in (("", "namespaces"), ("", "services"))
         pattern, limit = (_DNS_LABEL, 63) if label else (_DNS_SUBDOMAIN, 253)
         if not isinstance(name, str) or len(name) > limit or not pattern.match(name):
             what = "RFC 1123 label" if label else "RFC 1123 subdomain"
