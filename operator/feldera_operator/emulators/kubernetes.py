@@ -1011,6 +1011,7 @@ class KubernetesEmulator:
             # A status write changes status only: everything else comes from the stored object.
             status = new.get("status")
             new = k8s_patch.deep_copy(old)
+            new["apiVersion"] = expected
             if status is None:
                 new.pop("status", None)
             else:
@@ -1120,11 +1121,11 @@ class KubernetesEmulator:
         from feldera_operator.emulators import k8s_schema
 
         envelope: Obj = {k: new[k] for k in ("apiVersion", "kind", "metadata") if k in new}
-        unknown = [
-            p.lstrip(".")
-            for p in k8s_schema.unknown_fields(schema, new)
-            if not p.lstrip(".").startswith(("metadata", "apiVersion", "kind"))
-        ]
+        unknown = [p.lstrip(".") for p in k8s_schema.unknown_fields(schema, new)]
+        for path in unknown:
+            # ObjectMeta drops fields it does not know when the apiserver decodes it.
+            if path.startswith("metadata.") and "." not in path[len("metadata.") :]:
+                envelope["metadata"].pop(path[len("metadata.") :], None)
         warnings: list[str] = []
         if unknown:
             texts = [f'unknown field "{p}"' for p in unknown]
