@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from feldera_operator.emulators import k8s_schema as ks
 
@@ -188,7 +190,7 @@ def pipeline_crd() -> dict[str, Any]:
                     "storage": True,
                     "schema": {"openAPIV3Schema": pipeline_schema()},
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": COLUMNS,
+                    "additionalPrinterColumns": copy.deepcopy(COLUMNS),
                 }
             ],
         },
@@ -925,3 +927,60 @@ def test_validating_a_large_object_stays_fast() -> None:
         f"update of one entry {timings['update']:.3f}s"
     )
     assert max(timings.values()) < 10
+
+
+# ------------------------------------------------------------------------------- robustness
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["table", "connector", "paused", "x", "name", "type", "status"]),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+def paths_of(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(node, dict):
+        for k, v in node.items():
+            found += paths_of(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found += paths_of(v, (*prefix, i))
+    return found
+
+
+@settings(max_examples=150, deadline=None)
+@given(spec=json_values, old_spec=json_values, status=json_values)
+def test_arbitrary_objects_never_raise(spec: Any, old_spec: Any, status: Any) -> None:
+    schema = pipeline_schema()
+    obj = pipeline() | {"spec": spec, "status": status}
+    old = pipeline() | {"spec": old_spec}
+    for cause in ks.validate(schema, ks.apply_defaults(schema, obj), old):
+        assert cause.message.startswith(cause.field + ": ")
+    ks.validate(schema, obj)
+    ks.unknown_fields(schema, obj)
+    assert ks.unknown_fields(schema, ks.prune(schema, obj)) == []
+
+
+CRD_PATHS = paths_of(pipeline_crd())
+
+
+@settings(max_examples=300, deadline=None)
+@given(where=st.sampled_from(CRD_PATHS), junk=json_values)
+def test_arbitrary_crd_damage_never_raises(where: tuple[Any, ...], junk: Any) -> None:
+    crd = pipeline_crd()
+    if not where:
+        return
+    parent: Any = crd
+    for step in where[:-1]:
+        parent = parent[step]
+    parent[where[-1]] = junk
+    problems = ks.check_structural(crd)
+    assert all(isinstance(p, str) and "could not be checked" not in p for p in problems), problems

@@ -1516,6 +1516,211 @@ _MACROS = ("all", "exists", "exists_one", "existsOne", "map", "filter")
 
 def check_structural(crd: Mapping[str, Any]) -> list[str]:
     """What a real apiserver would refuse in this CRD manifest, one message a problem."""
+    # A keyword of the wrong JSON type fails the apiserver's decoding before any validation;
+    # the checks below rely on well-typed keywords, so such a CRD stops here.
+    problems = _decode_problems(crd)
+    if problems:
+        return problems
+    try:
+        return _check_crd(crd)
+    except Exception as exc:  # a shape the decode check missed: refuse it, do not crash
+        return [f"spec: Invalid value: the CRD could not be checked: {type(exc).__name__}: {exc}"]
+
+
+# JSONSchemaProps' keywords by the JSON type they decode from.
+_STRING_KEYWORDS = (
+    "type",
+    "format",
+    "pattern",
+    "description",
+    "title",
+    "id",
+    "$schema",
+    "$ref",
+    "x-kubernetes-list-type",
+    "x-kubernetes-map-type",
+)
+_COUNT_KEYWORDS = (
+    "maxLength",
+    "minLength",
+    "maxItems",
+    "minItems",
+    "maxProperties",
+    "minProperties",
+)
+_NUMBER_KEYWORDS = ("minimum", "maximum", "multipleOf")
+_BOOL_KEYWORDS = (
+    "nullable",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "uniqueItems",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-embedded-resource",
+)
+_STRING_LIST_KEYWORDS = ("required", "x-kubernetes-list-map-keys")
+_SCHEMA_MAP_KEYWORDS = ("properties", "definitions", "$defs", "patternProperties")
+_RULE_FIELDS = {
+    "rule": str,
+    "message": str,
+    "messageExpression": str,
+    "reason": str,
+    "fieldPath": str,
+    "optionalOldSelf": bool,
+}
+
+
+def _wrong_type(path: str, value: Any, expected: str) -> str:
+    return f"{path}: Invalid value: {_go_value(value)}: must be of type {expected}"
+
+
+def _decode_problems(crd: Mapping[str, Any]) -> list[str]:
+    if not isinstance(crd, Mapping):
+        return [_wrong_type("<nil>", crd, "object")]
+    problems: list[str] = []
+    for key in ("metadata", "spec"):
+        if key in crd and not isinstance(crd[key], Mapping):
+            problems.append(_wrong_type(key, crd[key], "object"))
+    spec = crd.get("spec")
+    if not isinstance(spec, Mapping):
+        return problems
+    for key in ("group", "scope"):
+        if key in spec and not isinstance(spec[key], str):
+            problems.append(_wrong_type(f"spec.{key}", spec[key], "string"))
+    names = spec.get("names")
+    if names is not None:
+        if not isinstance(names, Mapping):
+            problems.append(_wrong_type("spec.names", names, "object"))
+        else:
+            for key, value in names.items():
+                want_list = key in ("shortNames", "categories")
+                ok = (
+                    isinstance(value, list) and all(isinstance(v, str) for v in value)
+                    if want_list
+                    else isinstance(value, str)
+                )
+                if not ok:
+                    problems.append(
+                        _wrong_type(
+                            f"spec.names.{key}", value, "[]string" if want_list else "string"
+                        )
+                    )
+    versions = spec.get("versions")
+    if versions is None:
+        return problems
+    if not isinstance(versions, list):
+        return [*problems, _wrong_type("spec.versions", versions, "array")]
+    for i, version in enumerate(versions):
+        vpath = f"spec.versions[{i}]"
+        if not isinstance(version, Mapping):
+            problems.append(_wrong_type(vpath, version, "object"))
+            continue
+        if "name" in version and not isinstance(version["name"], str):
+            problems.append(_wrong_type(f"{vpath}.name", version["name"], "string"))
+        for key in ("served", "storage", "deprecated"):
+            if key in version and not isinstance(version[key], bool):
+                problems.append(_wrong_type(f"{vpath}.{key}", version[key], "boolean"))
+        for key in ("schema", "subresources"):
+            if key in version and not isinstance(version[key], Mapping):
+                problems.append(_wrong_type(f"{vpath}.{key}", version[key], "object"))
+        sub = version.get("subresources")
+        if isinstance(sub, Mapping):
+            for key, value in sub.items():
+                if not isinstance(value, Mapping):
+                    problems.append(_wrong_type(f"{vpath}.subresources.{key}", value, "object"))
+        columns = version.get("additionalPrinterColumns")
+        if columns is not None:
+            if not isinstance(columns, list):
+                problems.append(_wrong_type(f"{vpath}.additionalPrinterColumns", columns, "array"))
+            else:
+                for j, col in enumerate(columns):
+                    cpath = f"{vpath}.additionalPrinterColumns[{j}]"
+                    if not isinstance(col, Mapping):
+                        problems.append(_wrong_type(cpath, col, "object"))
+                        continue
+                    for key, value in col.items():
+                        ok = isinstance(value, int) if key == "priority" else isinstance(value, str)
+                        if not ok:
+                            problems.append(_wrong_type(f"{cpath}.{key}", value, "string"))
+        schema = version.get("schema")
+        if isinstance(schema, Mapping) and "openAPIV3Schema" in schema:
+            _decode_schema(schema["openAPIV3Schema"], f"{vpath}.schema.openAPIV3Schema", problems)
+    return problems
+
+
+def _decode_schema(s: Any, path: str, problems: list[str]) -> None:
+    if not isinstance(s, Mapping):
+        problems.append(_wrong_type(path, s, "object"))
+        return
+    for key, value in s.items():
+        kpath = f"{path}.{key}"
+        if key in _STRING_KEYWORDS:
+            ok = isinstance(value, str)
+            expected = "string"
+        elif key in _COUNT_KEYWORDS:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            expected = "non-negative integer"
+        elif key in _NUMBER_KEYWORDS:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            expected = "number"
+        elif key in _BOOL_KEYWORDS:
+            ok = isinstance(value, bool)
+            expected = "boolean"
+        elif key in _STRING_LIST_KEYWORDS:
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            expected = "[]string"
+        elif key == "enum":
+            ok = isinstance(value, list)
+            expected = "array"
+        elif key in _SCHEMA_MAP_KEYWORDS:
+            ok = isinstance(value, Mapping)
+            expected = "object"
+            if ok:
+                for name, sub in value.items():
+                    _decode_schema(sub, f"{path}.{key}[{name}]", problems)
+        elif key in ("allOf", "anyOf", "oneOf"):
+            ok = isinstance(value, list)
+            expected = "array"
+            if ok:
+                for j, sub in enumerate(value):
+                    _decode_schema(sub, f"{kpath}[{j}]", problems)
+        elif key == "not":
+            ok = True
+            expected = "object"
+            _decode_schema(value, kpath, problems)
+        elif key == "items":
+            ok = isinstance(value, Mapping | list)
+            expected = "object"
+            if isinstance(value, Mapping):
+                _decode_schema(value, kpath, problems)
+            elif isinstance(value, list):
+                for j, sub in enumerate(value):
+                    _decode_schema(sub, f"{kpath}[{j}]", problems)
+        elif key == "additionalProperties":
+            ok = isinstance(value, Mapping | bool)
+            expected = "object or boolean"
+            if isinstance(value, Mapping):
+                _decode_schema(value, kpath, problems)
+        elif key == "x-kubernetes-validations":
+            ok = isinstance(value, list)
+            expected = "array"
+            if ok:
+                for j, rule in enumerate(value):
+                    rpath = f"{kpath}[{j}]"
+                    if not isinstance(rule, Mapping):
+                        problems.append(_wrong_type(rpath, rule, "object"))
+                        continue
+                    for field, want in _RULE_FIELDS.items():
+                        if field in rule and not isinstance(rule[field], want):
+                            name = "boolean" if want is bool else "string"
+                            problems.append(_wrong_type(f"{rpath}.{field}", rule[field], name))
+        else:
+            continue  # default, example, external docs...: any JSON
+        if not ok:
+            problems.append(_wrong_type(kpath, value, expected))
+
+
+def _check_crd(crd: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
     if crd.get("apiVersion") != "apiextensions.k8s.io/v1":
         problems.append(
