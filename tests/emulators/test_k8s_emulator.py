@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from feldera_operator.emulators import k8s_patch
 from feldera_operator.emulators.kubernetes import KubernetesEmulator
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
@@ -186,6 +187,128 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0, what: str = "co
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# --- patch semantics and selectors, without a server ------------------------------------------
+
+
+def test_merge_patch_merges_maps_deletes_nulls_and_replaces_lists() -> None:
+    target = {"a": {"b": 1, "c": 2}, "l": [1, 2], "k": "v"}
+    patched = k8s_patch.merge_patch(target, {"a": {"b": None, "d": 3}, "l": [3], "k": None})
+    assert patched == {"a": {"c": 2, "d": 3}, "l": [3]}
+    assert target == {"a": {"b": 1, "c": 2}, "l": [1, 2], "k": "v"}  # the stored object is intact
+
+
+def test_json_patch_operations_and_failed_test() -> None:
+    doc = {"metadata": {"resourceVersion": "5", "finalizers": ["a"]}, "spec": {"x": 1}}
+    ops = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "5"},
+        {"op": "add", "path": "/metadata/finalizers/-", "value": "b"},
+        {"op": "replace", "path": "/spec/x", "value": 2},
+        {"op": "copy", "from": "/spec/x", "path": "/spec/y"},
+        {"op": "move", "from": "/spec/y", "path": "/spec/z"},
+        {"op": "remove", "path": "/metadata/finalizers/0"},
+        {"op": "add", "path": "/metadata/annotations", "value": {"a~b/c": "1"}},
+        {"op": "test", "path": "/metadata/annotations/a~0b~1c", "value": "1"},
+    ]
+    assert k8s_patch.json_patch(doc, ops) == {
+        "metadata": {"resourceVersion": "5", "finalizers": ["b"], "annotations": {"a~b/c": "1"}},
+        "spec": {"x": 2, "z": 2},
+    }
+    with pytest.raises(k8s_patch.PatchError) as failed:
+        k8s_patch.json_patch(
+            doc, [{"op": "test", "path": "/metadata/resourceVersion", "value": "4"}]
+        )
+    assert failed.value.test_failed
+    with pytest.raises(k8s_patch.PatchError) as missing:
+        k8s_patch.json_patch(doc, [{"op": "remove", "path": "/spec/nope"}])
+    assert not missing.value.test_failed
+
+
+def test_strategic_merge_patch_merges_containers_by_name_and_honours_directives() -> None:
+    live = {
+        "spec": {
+            "containers": [
+                {"name": "a", "image": "a:1", "env": [{"name": "X", "value": "1"}]},
+                {"name": "b", "image": "b:1"},
+            ],
+            "finalizers": ["f1"],
+        }
+    }
+    patch = {
+        "spec": {
+            "$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
+            "containers": [{"name": "a", "image": "a:2"}, {"name": "b", "$patch": "delete"}],
+            "$deleteFromPrimitiveList/finalizers": ["f1"],
+        }
+    }
+    assert k8s_patch.strategic_merge_patch(live, patch) == {
+        "spec": {
+            "containers": [{"name": "a", "image": "a:2", "env": [{"name": "X", "value": "1"}]}],
+            "finalizers": [],
+        }
+    }
+
+
+def test_apply_merge_merges_list_maps_by_key_and_sets_by_value() -> None:
+    def keys(path: tuple[str, ...]) -> list[str] | None:
+        return ["table", "connector"] if path == ("spec", "inputs") else None
+
+    def kinds(path: tuple[str, ...]) -> str | None:
+        return "set" if path == ("metadata", "finalizers") else None
+
+    live = {
+        "metadata": {"finalizers": ["a"]},
+        "spec": {
+            "inputs": [
+                {"table": "t", "connector": "x", "paused": True},
+                {"table": "t", "connector": "y", "paused": True},
+            ],
+            "other": [1, 2],
+        },
+    }
+    applied = {
+        "metadata": {"finalizers": ["b"]},
+        "spec": {"inputs": [{"table": "t", "connector": "y", "paused": False}], "other": [3]},
+    }
+    assert k8s_patch.apply_merge(live, applied, keys, kinds) == {
+        "metadata": {"finalizers": ["a", "b"]},
+        "spec": {
+            "inputs": [
+                {"table": "t", "connector": "x", "paused": True},
+                {"table": "t", "connector": "y", "paused": False},
+            ],
+            "other": [3],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("selector", "matches"),
+    [
+        ("team=web", True),
+        ("team==web", True),
+        ("team!=web", False),
+        ("team!=db", True),
+        ("team in (db, web)", True),
+        ("team notin (web)", False),
+        ("tier", False),
+        ("!tier", True),
+        ("team,!tier", True),
+        ("team=web,tier in (1)", False),
+        ("size>3", True),
+        ("size<3", False),
+    ],
+)
+def test_label_selectors(selector: str, matches: bool) -> None:
+    labels = {"team": "web", "size": "5"}
+    requirements = k8s_patch.parse_label_selector(selector)
+    assert all(r.matches(labels) for r in requirements) is matches
+
+
+def test_bad_label_selector_is_refused() -> None:
+    with pytest.raises(k8s_patch.SelectorError):
+        k8s_patch.parse_label_selector("team in web")
 
 
 # --- kubectl ---------------------------------------------------------------------------------
@@ -837,6 +960,28 @@ def test_the_kubernetes_python_client_creates_lists_patches_and_watches(
     namespaces: Any = core.list_namespace().items
     assert "default" in [n.metadata.name for n in namespaces]
     api_client.close()
+
+
+def test_pykube_creates_lists_patches_and_watches(crd_cluster: Cluster) -> None:
+    import pykube  # type: ignore[import-untyped]
+
+    api = pykube.HTTPClient(pykube.KubeConfig.from_file(str(crd_cluster.kubeconfig)))
+    kind: Any = pykube.object_factory(api, f"{GROUP}/{VERSION}", "TestPipeline")
+    created = kind(api, pipeline("pk"))
+    created.create()
+    start_rv = created.obj["metadata"]["resourceVersion"]
+    listed = [o.name for o in kind.objects(api).filter(namespace="default")]
+    assert listed == ["pk"]
+    created.patch({"metadata": {"labels": {"via": "pykube"}}})
+    found = kind.objects(api).filter(namespace="default", selector={"via": "pykube"})
+    assert [o.name for o in found] == ["pk"]
+    query = (
+        kind.objects(api)
+        .filter(namespace="default")
+        .watch(since=start_rv, params={"timeoutSeconds": "1"})
+    )
+    assert [(e.type, e.object.labels.get("via")) for e in query] == [("MODIFIED", "pykube")]
+    api.session.close()
 
 
 # --- command line and scale --------------------------------------------------------------------
