@@ -293,8 +293,10 @@ class KubernetesEmulator:
         history_size: int = 50_000,
         bookmark_interval: float = 10.0,
         default_watch_timeout: float = 1800.0,
+        log_requests: bool = False,
     ) -> None:
         self.store = k8s_store.Store(history_size)
+        self.log_requests = log_requests
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
         self._types: dict[tuple[str, str], ResourceType] = {}
@@ -413,6 +415,15 @@ class KubernetesEmulator:
     # --- HTTP entry point ------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if not self.log_requests:
+            return await self._answer(request)
+        started = asyncio.get_running_loop().time()
+        response = await self._answer(request)
+        elapsed = (asyncio.get_running_loop().time() - started) * 1000
+        log.info("%s %s -> %d (%.1f ms)", request.method, request.path_qs, response.status, elapsed)
+        return response
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         try:
             return await self._route(request)
         except ApiError as error:
@@ -1627,10 +1638,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="default",
         help="Namespace of the kubeconfig's context (default: default).",
     )
+    parser.add_argument(
+        "--verbose", action="store_true", help="Log every request with its status and duration."
+    )
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    emulator = KubernetesEmulator()
+    emulator = KubernetesEmulator(log_requests=getattr(args, "verbose", False))
     url = await emulator.start(args.host, args.port)
     KubernetesEmulator.write_kubeconfig(args.kubeconfig, url, args.namespace)
     print(f"kubernetes emulator listening on {url}", flush=True)
