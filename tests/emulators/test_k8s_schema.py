@@ -640,6 +640,26 @@ def test_optional_old_self_rules_run_on_create_too() -> None:
     ]
 
 
+def test_formatted_strings_are_timestamps_and_durations_in_cel() -> None:
+    schema = pipeline_schema()
+    spec_props(schema)["timeout"] = {
+        "type": "string",
+        "format": "duration",
+        "x-kubernetes-validations": [{"rule": "self <= duration('1h')"}],
+    }
+    schema["properties"]["status"]["properties"]["conditions"]["items"][
+        "x-kubernetes-validations"
+    ] = [{"rule": "self.lastTransitionTime > timestamp('2020-01-01T00:00:00Z')"}]
+    ok = pipeline(timeout="30m") | {"status": {"conditions": [cond("Ready", "True")]}}
+    assert check(ok, schema=schema) == []
+    old_condition = cond("Ready", "True") | {"lastTransitionTime": "2019-12-31T23:59:59Z"}
+    bad = pipeline(timeout="1h30m") | {"status": {"conditions": [old_condition]}}
+    assert fields(check(bad, schema=schema)) == [
+        ("FieldValueInvalid", "spec.timeout"),
+        ("FieldValueInvalid", "status.conditions[0]"),
+    ]
+
+
 def test_cel_is_skipped_when_types_are_wrong() -> None:
     causes = ks.validate(pipeline_schema(), pipeline(stopped="yes", paused=True))
     assert fields(causes) == [

@@ -35,7 +35,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 __all__ = [
@@ -609,6 +609,7 @@ class _Node:
         "rules",
         "transitions_below",
         "type",
+        "typed_below",
         "unique_items",
     )
 
@@ -673,6 +674,10 @@ class _Node:
         # Whether a rule reading oldSelf sits here or below: those run even on unchanged values.
         self.transitions_below: bool = any(r.transition for r in self.rules) or any(
             c.transitions_below for c in children
+        )
+        # Whether a string here or below has a format CEL sees as another type (timestamp...).
+        self.typed_below: bool = (self.type == "string" and self.format in _CEL_FORMATS) or any(
+            c.typed_below for c in children
         )
         constrained = any(k in s for k in _SCALAR_CONSTRAINTS)
         self.plain: tuple[type, ...] | None = (
@@ -1117,6 +1122,58 @@ def _hashable(value: JSON) -> Any:
     return value
 
 
+_CEL_FORMATS = frozenset({"date-time", "datetime", "date", "duration", "byte"})
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d|w)")
+_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 604800.0,
+}
+
+
+def _parse_duration(text: str) -> timedelta | None:
+    sign = -1 if text.startswith("-") else 1
+    body = text.lstrip("+-")
+    parts = list(_GO_DURATION_PART.finditer(body))
+    if not parts or "".join(m.group(0) for m in parts) != body:
+        return None
+    seconds = sum(float(m.group(1)) * _DURATION_UNITS[m.group(2)] for m in parts)
+    return timedelta(seconds=sign * seconds)
+
+
+def _cel_value(node: _Node | None, value: JSON) -> Any:
+    """A value as CEL sees it under its schema: formatted strings become timestamps,
+    durations and bytes, as in Kubernetes (`self.lastTransitionTime < timestamp(...)`)."""
+    if node is None or not node.typed_below:
+        return value
+    if isinstance(value, str):
+        fmt = node.format
+        converted: Any = None
+        if fmt in ("date-time", "datetime"):
+            converted = _parse_time(value)
+        elif fmt == "date" and _valid_format("date", value):
+            converted = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        elif fmt == "duration":
+            converted = _parse_duration(value)
+        elif fmt == "byte":
+            try:
+                converted = base64.b64decode(value, validate=True)
+            except ValueError:
+                converted = None
+        return value if converted is None else converted
+    if isinstance(value, Mapping):
+        return {k: _cel_value(node.child(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cel_value(node.items, v) for v in value]
+    return value
+
+
 def _evaluate_rule(p: _Pending) -> Cause | None:
     rule = p.rule
     if rule.transition and not p.has_old and not rule.optional_old_self:
@@ -1124,15 +1181,17 @@ def _evaluate_rule(p: _Pending) -> Cause | None:
     program = rule.program
     if isinstance(program, str):
         return _cause(_INVALID, p.path, _OMIT, f"{program} evaluating rule: {rule.rule}")
-    variables: dict[str, JSON] = {"self": p.value}
+    variables: dict[str, JSON] = {"self": _cel_value(p.node, p.value)}
     if rule.optional_old_self and rule.transition:
         import cel
 
         # optionalOldSelf: oldSelf is a CEL optional, empty on create or without an old value.
         optional = cel.OptionalValue
-        variables["oldSelf"] = optional.of(p.old) if p.has_old else optional.none()
+        variables["oldSelf"] = (
+            optional.of(_cel_value(p.node, p.old)) if p.has_old else optional.none()
+        )
     elif rule.transition:
-        variables["oldSelf"] = p.old
+        variables["oldSelf"] = _cel_value(p.node, p.old)
     try:
         result = _cel_run(program, variables)
     except Exception as exc:  # the interpreter raises several types; all are rule errors
