@@ -25,7 +25,7 @@ class LeaderElectionConfig:
     namespace: str
     name: str
     identity: str
-    lease_duration: float = 15.0
+    lease_duration: int = 15  # whole seconds, as Lease.spec.leaseDurationSeconds
     renew_deadline: float = 10.0
     retry_period: float = 2.0
 
@@ -55,5 +55,15 @@ def start(config: LeaderElectionConfig, leading: asyncio.Event) -> LeaseLock:
         )
     )
     log.info("waiting to lead (lease %s/%s as %s)", config.namespace, config.name, config.identity)
-    threading.Thread(target=election.run, name="leader-election", daemon=True).start()
+
+    def compete() -> None:
+        try:
+            election.run()  # type: ignore[no-untyped-call]
+        except Exception:
+            # Without a working election this replica can never prove it leads.
+            log.exception("leader election failed: exiting")
+            logging.shutdown()
+            os._exit(1)
+
+    threading.Thread(target=compete, name="leader-election", daemon=True).start()
     return lock

@@ -74,8 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--leader-election-lease-duration",
-        type=float,
-        default=float(env("LEADER_ELECTION_LEASE_DURATION", "15")),
+        type=int,
+        default=int(env("LEADER_ELECTION_LEASE_DURATION", "15")),
         help="Seconds a lease is valid; a standby takes over this long after the leader dies.",
     )
     parser.add_argument(
@@ -105,7 +105,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
 def _leader_election(args: argparse.Namespace) -> LeaderElectionConfig | None:
     if not args.leader_election_namespace:
         return None
-    duration = max(args.leader_election_lease_duration, 3.0)
+    duration = max(round(args.leader_election_lease_duration), 3)
     # The client library wants lease > renew deadline > 1.2 x retry period, retry >= 1 s.
     retry = max(1.0, duration / 7.5)
     return LeaderElectionConfig(

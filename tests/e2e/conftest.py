@@ -103,6 +103,18 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{next(_names)}"
 
 
+def operator_defaults(sb: Sandbox) -> list[str]:
+    """The operator's flags in these tests: a short period and the emulator as default instance."""
+    return [
+        "--period",
+        str(PERIOD),
+        "--default-url",
+        sb.feldera_url,
+        "--default-api-key-secret",
+        "default/feldera-api-key",
+    ]
+
+
 def start_sandbox(workdir: Path, *operator_args: str, examples: bool = True) -> Sandbox:
     """Both emulators and the operator. With `examples`, Feldera listens where the examples'
     FelderaInstance points, and that instance and its Secret are applied as they are."""
@@ -120,15 +132,7 @@ def start_sandbox(workdir: Path, *operator_args: str, examples: bool = True) -> 
                 if doc and doc.get("kind") == "Secret"
             )
             sb.kubectl("apply", "-f", "-", input=json.dumps(secret))
-        sb.start_operator(
-            "--period",
-            str(PERIOD),
-            "--default-url",
-            sb.feldera_url,
-            "--default-api-key-secret",
-            "default/feldera-api-key",
-            *operator_args,
-        )
+        sb.start_operator(*operator_defaults(sb), *operator_args)
     except BaseException:
         sb.stop()
         raise

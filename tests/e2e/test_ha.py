@@ -1,0 +1,86 @@
+"""Several replicas: exactly one acts; when it dies another takes over. And its metrics."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import E2E, operator_defaults, start_sandbox
+from .test_operator import INPUT_ACTION, PIPELINE_ACTIONS, standard
+
+pytestmark = pytest.mark.e2e
+
+LEASE = ["--leader-election-namespace", "default", "--leader-election-lease-duration", "3"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text: str = response.read().decode()
+        return text
+
+
+def test_two_replicas_act_once_and_the_standby_takes_over(tmp_path: Path) -> None:
+    ports = [free_port(), free_port()]
+    sb = start_sandbox(tmp_path, *LEASE, "--metrics-port", str(ports[0]), examples=False)
+    try:
+        e2e = E2E(sb)
+        second = sb.start_operator(
+            *operator_defaults(sb), *LEASE, "--metrics-port", str(ports[1]), name="operator-2"
+        )
+        first = sb.operators[0]
+        leader = e2e.wait(
+            lambda: next((p for p in (first, second) if "leading (lease" in p.log_text()), None),
+            "a leader",
+        )
+        standby = second if leader is first else first
+        leader_port, standby_port = (ports[0], ports[1]) if leader is first else ports[::-1]
+
+        names = [f"ha-{i}" for i in range(3)]
+        for name in names:
+            e2e.create_pipeline(name)
+            e2e.apply(standard(name, live=False))  # needs: start, then start `live`
+        for name in names:
+            e2e.wait_ready(name)
+        counts = sb.feldera_counts()
+        # Each pipeline needed exactly one start and one connector start: nobody acted twice.
+        assert counts.get("POST /v0/pipelines/{pipeline}/start") == len(names)
+        assert counts.get(INPUT_ACTION) == len(names)
+        assert sum(counts.get(k, 0) for k in PIPELINE_ACTIONS) == len(names)
+        assert "leading (lease" not in standby.log_text()
+
+        leader_metrics = scrape(leader_port)
+        assert "feldera_operator_leader 1.0" in leader_metrics
+        assert 'feldera_operator_actions_total{action="PipelineStarted"} 3.0' in leader_metrics
+        assert 'feldera_operator_reconciles_total{kind="FelderaPipeline",result="converged"}' in (
+            leader_metrics
+        )
+        assert 'code="200",endpoint="GET /v0/pipelines/{pipeline}"' in leader_metrics
+        assert (
+            'feldera_operator_resources{kind="FelderaPipeline",ready="True",state="Running"} 3.0'
+            in leader_metrics
+        )
+        assert "feldera_operator_leader 0.0" in scrape(standby_port)
+
+        # The active replica dies without a word; the standby takes the lease and converges a
+        # change made after the death.
+        leader.kill()
+        e2e.patch(names[0], {"spec": {"paused": True}})
+        e2e.wait(
+            lambda: e2e.pipeline(names[0])["deployment_status"] == "Paused",
+            "the standby pauses the pipeline",
+            timeout=30,
+        )
+        e2e.wait_ready(names[0])
+        assert "leading (lease" in standby.log_text()
+    finally:
+        sb.stop()
