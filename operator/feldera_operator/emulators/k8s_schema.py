@@ -5,20 +5,25 @@ apiserver would refuse (`check_structural`), to default, prune and validate cust
 way the apiextensions apiserver does (`apply_defaults`, `prune`, `unknown_fields`, `validate`),
 to answer server-side apply questions (`list_map_keys`, `list_type`), to publish the OpenAPI v3
 document `kubectl explain` and kubectl's validation read (`openapi_v3_document`), and to render
-`kubectl get` tables from additionalPrinterColumns (`printer_columns_table`).
+`kubectl get` tables from additionalPrinterColumns (`printer_columns_table`, `human_duration`).
 
 Error shapes follow apimachinery's `field.Error`: the cause's `message` is the string the
-apiserver puts in a 422 Status (`spec.x: Invalid value: "9x": spec.x in body should match '…'`).
+apiserver puts in a 422 Status (`spec.x: Invalid value: "9x": spec.x in body should match '…'`),
+errors at the object root have the field `<nil>`, as there. Validation runs in the apiserver's
+order: schema keywords, list-type invariants, then CEL rules (skipped, with the apiserver's
+notice, when a value had the wrong type). Updates are ratcheted as in Kubernetes 1.30+: values
+an update leaves unchanged are not re-validated, except by transition rules.
 
 CEL library: `common-expression-language` (the `cel` module, Rust bindings to the `cel`
 interpreter crate). It installs here as a wheel, supports `self`/`oldSelf` variables, `has()`,
-the list macros (`all`, `exists`, `exists_one`, `map`, `filter`), `size`, `matches`, and reusable
-compiled programs; a compiled program runs in a few microseconds, which the pure-Python
-`cel-python` does not come near (the server validates every write, with tens of thousands of
-objects in a benchmark). It parses but does not type-check against the schema, so compile errors
-are syntax errors, undeclared variables and unknown functions; the Kubernetes extension
-functions most rules use (`lowerAscii`, `split`, `isSorted`, ...) are provided here in Python.
-Programs are compiled once per rule string and cached.
+the list macros (`all`, `exists`, `exists_one`, `map`, `filter`), `size`, `matches`, optionals
+(for `optionalOldSelf`), timestamps and durations, and reusable compiled programs; a compiled
+program runs in microseconds, which the pure-Python `cel-python` does not come near (the
+server validates every write, with tens of thousands of objects in a benchmark). It parses but
+does not type-check against the schema, so compile errors are syntax errors, undeclared
+variables and unknown functions; the Kubernetes extension functions most rules use
+(`lowerAscii`, `split`, `isSorted`, ...) are provided here in Python. Programs are compiled once
+per rule string and cached, and only the fields a rule reads are converted to CEL values.
 
 Compiled schemas are cached by object identity: the server must treat a stored CRD schema as
 immutable (a CRD update brings a new mapping), as it does anyway.
