@@ -831,6 +831,43 @@ def test_deleting_the_crd_removes_its_objects_and_its_api(crd_cluster: Cluster) 
     assert crd_cluster.api.get(BASE)["items"] == []
 
 
+def test_crd_updates_are_served_at_once_with_every_served_version(crd_cluster: Cluster) -> None:
+    crd_cluster.api.create(BASE, pipeline("versions"))
+    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}"
+    crd = crd_cluster.api.get(path)
+    beta = json.loads(json.dumps(crd["spec"]["versions"][0]))
+    beta.update(name="v2beta1", storage=False)
+    crd["spec"]["versions"].append(beta)
+    reply = crd_cluster.api.request("PUT", path, crd)
+    assert reply.status == 200, reply.body
+    assert reply.body["metadata"]["generation"] == 2
+    group = crd_cluster.api.get(f"/apis/{GROUP}")
+    assert group["preferredVersion"]["version"] == "v1"
+    assert [v["version"] for v in group["versions"]] == ["v1", "v2beta1"]
+    # Objects are served in every version (conversion None relabels them).
+    beta_path = f"/apis/{GROUP}/v2beta1/namespaces/default/{PLURAL}/versions"
+    assert crd_cluster.api.get(beta_path)["apiVersion"] == f"{GROUP}/v2beta1"
+    listed = crd_cluster.kubectl("get", f"{PLURAL}.v2beta1.{GROUP}", "-o", "name").stdout
+    assert listed.strip() == f"testpipeline.{GROUP}/versions"
+
+
+def test_dry_run_changes_nothing(crd_cluster: Cluster) -> None:
+    created = crd_cluster.api.request("POST", f"{BASE}?dryRun=All", pipeline("dry"))
+    assert created.status == 201 and created.body["metadata"]["name"] == "dry"
+    assert crd_cluster.api.request("GET", f"{BASE}/dry").status == 404
+    crd_cluster.api.create(BASE, pipeline("wet"))
+    patched = crd_cluster.api.request(
+        "PATCH",
+        f"{BASE}/wet?dryRun=All",
+        {"spec": {"paused": True}},
+        "application/merge-patch+json",
+    )
+    assert patched.status == 200 and patched.body["spec"]["paused"] is True
+    assert crd_cluster.api.get(f"{BASE}/wet")["spec"]["paused"] is False
+    assert crd_cluster.api.request("DELETE", f"{BASE}/wet?dryRun=All").status == 200
+    assert crd_cluster.api.request("GET", f"{BASE}/wet").status == 200
+
+
 def test_non_structural_crd_is_refused(cluster: Cluster) -> None:
     crd = yaml.safe_load((FIXTURES / "crd.yaml").read_text())
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].pop("type")

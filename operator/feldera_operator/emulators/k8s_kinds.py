@@ -6,6 +6,7 @@ relies on (metadata, conflicts, status separation), not each built-in's field ru
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,8 +204,9 @@ def type_from_crd(crd: dict[str, Any]) -> ResourceType:
     spec = crd["spec"]
     names = spec["names"]
     versions = [v for v in spec["versions"] if v.get("served", True)]
-    # The storage version is the preferred one, as the apiserver's discovery reports it.
-    versions.sort(key=lambda v: not v.get("storage", False))
+    # Discovery lists versions by Kubernetes version priority (v2 > v1 > v1beta2 > v1alpha1 >
+    # anything else), the first being the preferred one, as the apiserver does.
+    versions.sort(key=lambda v: version_priority(str(v["name"])))
     return ResourceType(
         group=spec["group"],
         versions=[v["name"] for v in versions],
@@ -219,6 +221,18 @@ def type_from_crd(crd: dict[str, Any]) -> ResourceType:
         list_kind=names.get("listKind") or f"{names['kind']}List",
         crd=crd,
     )
+
+
+_VERSION = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
+
+
+def version_priority(version: str) -> tuple[int, int, int, str]:
+    """A sort key putting versions in Kubernetes' priority order, highest first."""
+    m = _VERSION.match(version)
+    if m is None:
+        return (4, 0, 0, version)
+    stability = {None: 0, "beta": 1, "alpha": 2}[m.group(2)]
+    return (stability, -int(m.group(1)), -int(m.group(3) or 0), "")
 
 
 def api_resource_list(group_version: str, types: list[ResourceType]) -> dict[str, Any]:

@@ -407,7 +407,7 @@ class KubernetesEmulator:
             if rt.group:
                 versions = groups.setdefault(rt.group, [])
                 versions.extend(v for v in rt.versions if v not in versions)
-        return {g: v for g, v in groups.items() if v}
+        return {g: sorted(v, key=k8s_kinds.version_priority) for g, v in groups.items() if v}
 
     def _types_in(self, group: str, version: str) -> list[ResourceType]:
         return [rt for (g, v, _), rt in self._routes.items() if g == group and v == version]
