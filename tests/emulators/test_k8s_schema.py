@@ -669,6 +669,19 @@ def test_cel_is_skipped_when_types_are_wrong() -> None:
     assert "some validation rules were not checked" in causes[1].message
 
 
+def test_cel_is_skipped_after_unsupported_values_but_not_after_pattern_errors() -> None:
+    causes = check(pipeline(deletionPolicy="Never", stopped=True, paused=True))
+    assert fields(causes) == [
+        ("FieldValueNotSupported", "spec.deletionPolicy"),
+        ("FieldValueInvalid", "<nil>"),
+    ]
+    causes = check(pipeline(pipelineName="-x", stopped=True, paused=True))
+    assert fields(causes) == [
+        ("FieldValueInvalid", "spec.pipelineName"),
+        ("FieldValueInvalid", "spec.paused"),
+    ]
+
+
 def test_unknown_fields_are_not_validation_errors() -> None:
     assert check(pipeline(nope=1)) == []
 

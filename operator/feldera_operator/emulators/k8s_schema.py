@@ -11,8 +11,9 @@ Error shapes follow apimachinery's `field.Error`: the cause's `message` is the s
 apiserver puts in a 422 Status (`spec.x: Invalid value: "9x": spec.x in body should match '…'`),
 errors at the object root have the field `<nil>`, as there. Validation runs in the apiserver's
 order: schema keywords, list-type invariants, then CEL rules (skipped, with the apiserver's
-notice, when a value had the wrong type). Updates are ratcheted as in Kubernetes 1.30+: values
-an update leaves unchanged are not re-validated, except by transition rules.
+notice, after a wrong type, unsupported value, missing field or excessive size). Updates are
+ratcheted as in Kubernetes 1.30+: values an update leaves unchanged are not re-validated,
+except by transition rules.
 
 CEL library: `common-expression-language` (the `cel` module, Rust bindings to the `cel`
 interpreter crate). It installs here as a wheel, supports `self`/`oldSelf` variables, `has()`,
@@ -1285,8 +1286,9 @@ def validate(
 
     Unknown fields are not reported (see `unknown_fields`/`prune`); call `apply_defaults`
     first, as the apiserver defaults before it validates. Transition rules (those reading
-    `oldSelf`) run only when `old` is given and holds a value at the rule's path. CEL rules run
-    only when no value had the wrong type, as in Kubernetes.
+    `oldSelf`) run only when `old` is given and holds a value at the rule's path. CEL rules do
+    not run after errors of a wrong type, unsupported value, missing field or excessive size
+    (a `<nil>` cause says so instead), as in Kubernetes.
     """
     root = _compile(schema)
     v = _Validation()
@@ -1322,7 +1324,7 @@ def validate(
                 v.schema_errors.append(_cause(_REQUIRED, name))
     causes = v.schema_errors + v.list_errors
     if v.cel:
-        if any(c.reason == _TYPE_INVALID[0] for c in causes):
+        if any(c.reason in _BLOCKING for c in causes):
             causes.append(
                 _cause(
                     _INVALID,
@@ -1335,6 +1337,19 @@ def validate(
         else:
             causes.extend(v.run_cel())
     return causes
+
+
+# Errors after which the apiserver does not run CEL rules: the values may have the wrong type
+# or an unbounded size, so rules could fail or exceed their cost budget.
+_BLOCKING = frozenset(
+    {
+        _TYPE_INVALID[0],
+        _NOT_SUPPORTED[0],
+        _REQUIRED[0],
+        _TOO_LONG[0],
+        _TOO_MANY[0],
+    }
+)
 
 
 def _rule_view(obj: Mapping[str, Any]) -> dict[str, Any]:
