@@ -509,7 +509,7 @@ def test_pattern_cause_has_kubernetes_field_path_and_message() -> None:
             {"inputs": [{"table": "t", "connector": "c"}, {"table": "t", "connector": "c"}]},
             "FieldValueDuplicate",
             "spec.inputs[1]",
-            'Duplicate value: {"connector":"c","table":"t"}',
+            'Duplicate value: map[string]interface {}{"connector":"c", "table":"t"}',
         ),
         ({"tags": ["a", "a"]}, "FieldValueDuplicate", "spec.tags[1]", 'Duplicate value: "a"'),
         (

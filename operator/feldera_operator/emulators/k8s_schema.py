@@ -95,6 +95,8 @@ def _go_value(value: JSON) -> str:
     """A value as field.Error prints it: strings quoted, scalars bare, the rest as JSON."""
     if value is None:
         return '"null"'
+    if isinstance(value, _GoMap):
+        return value.go_repr()
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, bool):
@@ -102,6 +104,14 @@ def _go_value(value: JSON) -> str:
     if isinstance(value, int | float):
         return _num(value)
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class _GoMap(dict[str, Any]):
+    """A map printed as Go's %#v prints it, as the apiserver shows duplicate list-map keys."""
+
+    def go_repr(self) -> str:
+        inner = ", ".join(f"{json.dumps(k)}:{_go_value(self[k])}" for k in sorted(self))
+        return f"map[string]interface {{}}{{{inner}}}"
 
 
 def _num(value: float) -> str:
@@ -133,7 +143,7 @@ def _type_name(value: JSON) -> str:
     if isinstance(value, int):
         return "integer"
     if isinstance(value, float):
-        return "integer" if value.is_integer() else "number"
+        return "number"
     if isinstance(value, str):
         return "string"
     if isinstance(value, Mapping):
@@ -962,7 +972,7 @@ class _Validation:
                 key = _map_key(item, keys)
                 item_keys.append(key)
                 if key in seen:
-                    shown = {k: item.get(k) for k in keys if k in item}
+                    shown = _GoMap({k: item[k] for k in keys if k in item})
                     self.list_errors.append(_cause(_DUPLICATE, f"{path}[{i}]", shown))
                 seen.add(key)
         elif list_type == "set":
