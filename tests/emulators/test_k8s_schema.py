@@ -241,7 +241,14 @@ def spec_props(schema: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda s: spec_props(s)["paused"].pop("type"), "properties[paused].type: Required value"),
+        (
+            lambda s: spec_props(s)["paused"].pop("type"),
+            "[paused].type: Required value: must not be empty for specified object fields",
+        ),
+        (
+            lambda s: spec_props(s)["tags"]["items"].pop("type"),
+            "[tags].items.type: Required value: must not be empty for specified array items",
+        ),
         (lambda s: spec_props(s).update(x={"$ref": "#/x"}), "properties[x].$ref: Forbidden"),
         (lambda s: spec_props(s).update(x={"type": "object", "$defs": {}}), "$defs: Forbidden"),
         (lambda s: spec_props(s).update(x={"type": "object", "definitions": {}}), "definitions"),
@@ -273,7 +280,7 @@ def spec_props(schema: dict[str, Any]) -> dict[str, Any]:
         ),
         (
             lambda s: spec_props(s).update(x={"type": "string", "not": {"nullable": True}}),
-            "not.nullable: Forbidden",
+            "not.nullable: Forbidden: must be false to be structural",
         ),
         (
             lambda s: spec_props(s).update(

@@ -1555,21 +1555,22 @@ _UNSUPPORTED_KEYWORDS = (
     "dependencies",
     "id",
 )
-_FORBIDDEN_IN_JUNCTORS = (
-    "type",
-    "default",
-    "description",
-    "nullable",
-    "additionalProperties",
-    "title",
-    "x-kubernetes-preserve-unknown-fields",
-    "x-kubernetes-embedded-resource",
-    "x-kubernetes-int-or-string",
-    "x-kubernetes-list-type",
-    "x-kubernetes-list-map-keys",
-    "x-kubernetes-map-type",
-    "x-kubernetes-validations",
-)
+# What may not appear inside allOf/anyOf/oneOf/not, and how the apiserver words it.
+_FORBIDDEN_IN_JUNCTORS = {
+    "type": "must be empty to be structural",
+    "description": "must be empty to be structural",
+    "title": "must be empty to be structural",
+    "default": "must be undefined to be structural",
+    "additionalProperties": "must be undefined to be structural",
+    "nullable": "must be false to be structural",
+    "x-kubernetes-preserve-unknown-fields": "must be false to be structural",
+    "x-kubernetes-embedded-resource": "must be false to be structural",
+    "x-kubernetes-int-or-string": "must be false to be structural",
+    "x-kubernetes-list-type": "must be undefined to be structural",
+    "x-kubernetes-list-map-keys": "must be undefined to be structural",
+    "x-kubernetes-map-type": "must be undefined to be structural",
+    "x-kubernetes-validations": "must be empty to be structural",
+}
 _TYPES = ("object", "array", "string", "integer", "number", "boolean")
 _SCALARS = ("string", "integer", "number", "boolean")
 _RULE_REASONS = (
@@ -2094,22 +2095,24 @@ class _SchemaWalker:
         unbounded_above: bool,
         correlatable: bool,
         in_junctor: bool = False,
-        skip_metadata: bool = False,
+        specified: str = "object fields",
     ) -> None:
         p = self.problems
         for key in _UNSUPPORTED_KEYWORDS:
             if key in s:
                 p.append(f"{path}.{key}: Forbidden: {key} is not supported")
         if in_junctor:
-            for key in _FORBIDDEN_IN_JUNCTORS:
+            for key, wording in _FORBIDDEN_IN_JUNCTORS.items():
                 if key in s:
-                    p.append(f"{path}.{key}: Forbidden: must be empty to be structural")
+                    p.append(f"{path}.{key}: Forbidden: {wording}")
         t = s.get("type")
         int_or_string = bool(s.get("x-kubernetes-int-or-string"))
         preserve = bool(s.get("x-kubernetes-preserve-unknown-fields"))
         if not in_junctor:
             if t is None and not int_or_string and not preserve:
-                p.append(f"{path}.type: Required value: must not be empty for specified fields")
+                p.append(
+                    f"{path}.type: Required value: must not be empty for specified {specified}"
+                )
             if t is not None and t not in _TYPES:
                 p.append(
                     f"{path}.type: Unsupported value: {_go_value(t)}: supported values: "
@@ -2210,6 +2213,7 @@ class _SchemaWalker:
                 unbounded_above=unbounded_above or "maxItems" not in s,
                 correlatable=correlatable and s.get("x-kubernetes-list-type") == "map",
                 in_junctor=in_junctor,
+                specified="array items",
             )
         for junctor in _JUNCTORS:
             branches = s.get(junctor)
