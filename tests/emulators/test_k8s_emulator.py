@@ -936,6 +936,39 @@ def test_deleting_a_namespace_removes_its_objects(cluster: Cluster) -> None:
     assert cluster.api.get("/api/v1/configmaps")["items"] == []
 
 
+def test_namespace_and_crd_deletion_wait_for_the_finalizers_of_what_they_contain(
+    crd_cluster: Cluster,
+) -> None:
+    api = crd_cluster.api
+    api.create("/api/v1/namespaces", {"metadata": {"name": "team"}})
+    held = pipeline("held")
+    held["metadata"]["finalizers"] = ["example.com/hold"]
+    team = f"/apis/{GROUP}/{VERSION}/namespaces/team/{PLURAL}"
+    api.create(team, held)
+    api.create(team, pipeline("free"))
+    assert api.request("DELETE", "/api/v1/namespaces/team").status == 200
+    namespace = api.get("/api/v1/namespaces/team")
+    assert namespace["status"]["phase"] == "Terminating"
+    assert [i["metadata"]["name"] for i in api.get(team)["items"]] == ["held"]
+    assert "deletionTimestamp" in api.get(f"{team}/held")["metadata"]
+    refused = api.request("POST", team, pipeline("late"))
+    assert refused.status == 403 and refused.body["reason"] == "Forbidden"
+    api.merge(f"{team}/held", {"metadata": {"finalizers": None}})
+    assert api.request("GET", "/api/v1/namespaces/team").status == 404
+
+    api.create(BASE, held)
+    crd_path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}"
+    assert api.request("DELETE", crd_path).status == 200
+    crd = api.get(crd_path)
+    assert {"type": "Terminating", "status": "True"}.items() <= crd["status"]["conditions"][
+        -1
+    ].items()
+    assert api.request("POST", BASE, pipeline("late")).status == 405
+    api.merge(f"{BASE}/held", {"metadata": {"finalizers": None}})
+    assert api.request("GET", crd_path).status == 404
+    assert api.request("GET", BASE).status == 404
+
+
 def test_request_counts_and_injected_faults(crd_cluster: Cluster) -> None:
     crd_cluster.api.create(BASE, pipeline("counted"))
     crd_cluster.emulator.reset_counts()

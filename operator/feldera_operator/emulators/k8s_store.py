@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,6 +102,24 @@ class Collection:
         self.objects: dict[Key, Obj] = {}
         self.history = History(history_size)
         self.watchers: set[Watcher] = set()
+        # Objects per namespace, so "is this namespace empty?" costs nothing at 20,000 objects.
+        self._per_namespace: Counter[str] = Counter()
+
+    def count(self, namespace: str) -> int:
+        return self._per_namespace[namespace]
+
+    def set(self, key: Key, obj: Obj) -> Obj | None:
+        prev = self.objects.get(key)
+        if prev is None:
+            self._per_namespace[key[0]] += 1
+        self.objects[key] = obj
+        return prev
+
+    def discard(self, key: Key) -> None:
+        if self.objects.pop(key, None) is not None:
+            self._per_namespace[key[0]] -= 1
+            if not self._per_namespace[key[0]]:
+                del self._per_namespace[key[0]]
 
     def items(self, namespace: str | None = None) -> Iterator[Obj]:
         """Objects sorted by (namespace, name), as etcd returns them."""
@@ -144,8 +163,7 @@ class Store:
 
     def put(self, collection: Collection, key: Key, obj: Obj, event_type: str) -> None:
         """Store `obj` (its metadata.resourceVersion already set) and announce it."""
-        prev = collection.objects.get(key)
-        collection.objects[key] = obj
+        prev = collection.set(key, obj)
         rv = int(obj["metadata"]["resourceVersion"])
         collection.record(
             WatchEvent(event_type, obj, rv, prev if event_type == "MODIFIED" else None)
@@ -153,5 +171,5 @@ class Store:
 
     def remove(self, collection: Collection, key: Key, final: Obj) -> None:
         """Remove the object; `final` is its last state with the deletion's resourceVersion."""
-        collection.objects.pop(key, None)
+        collection.discard(key)
         collection.record(WatchEvent("DELETED", final, int(final["metadata"]["resourceVersion"])))

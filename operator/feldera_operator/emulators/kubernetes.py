@@ -32,7 +32,9 @@ What it does not do:
   Namespace.status.phase), no controllers (Deployments never become ready), no garbage
   collection by ownerReferences, no RBAC, no admission webhooks, no CR version conversion other
   than relabelling (`strategy: None`).
-- Deleting a namespace or a CRD removes what it contains at once, finalizers notwithstanding.
+- Namespaces carry no `spec.finalizers`: a deleted namespace (or CRD) is marked, its contents
+  are deleted (each honouring its own finalizers) and it goes once it is empty, as with the
+  apiserver's controllers, but synchronously, within the DELETE request.
 - Paginated lists (`limit` / `continue`) read the current state, not a snapshot.
 """
 
@@ -96,6 +98,7 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # what the apiserver's generateName draws from
 _CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
+_NAMESPACES_KEY = ("", "namespaces")
 _SERVER_METADATA = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds")
 _MERGE = "application/merge-patch+json"
 _JSON_PATCH = "application/json-patch+json"
@@ -1248,6 +1251,9 @@ class KubernetesEmulator:
         key = (meta.get("namespace", ""), meta["name"])
         if key in collection.objects:
             raise _already_exists(rt, meta["name"])
+        terminating = self._terminating(rt)
+        if terminating is not None:
+            raise terminating
         if rt.namespaced and meta.get("namespace") not in ("", None):
             namespaces = self._collection(self._types[("", "namespaces")]).objects
             if ("", meta["namespace"]) not in namespaces:
@@ -1290,46 +1296,76 @@ class KubernetesEmulator:
         if rt.key == _CRD_KEY:
             self._register(k8s_kinds.type_from_crd(obj))
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
-            return self._remove(rt, obj)
+            if not self._has_contents(rt, obj):
+                return self._remove(rt, obj)
         return obj
 
     def _remove(self, rt: ResourceType, obj: Obj) -> Obj:
         collection = self._collection(rt)
         meta = obj["metadata"]
         key = (meta.get("namespace", ""), meta["name"])
-        if rt.key == ("", "namespaces"):
-            self._purge_namespace(meta["name"])
-        if rt.key == _CRD_KEY:
-            self._purge_crd(obj)
         final = {**obj, "metadata": {**meta, "resourceVersion": str(self.store.next_rv())}}
         self.store.remove(collection, key, final)
+        if rt.key == _CRD_KEY:
+            spec = obj["spec"]
+            type_key = (spec["group"], spec["names"]["plural"])
+            self.store.collection(type_key).close_watchers()
+            self._unregister(type_key)
+        # The last object of a terminating namespace or CRD lets that one go too.
+        if rt.namespaced:
+            self._finish_if_empty(_NAMESPACES_KEY, ("", meta["namespace"]))
+        if rt.crd is not None:
+            self._finish_if_empty(_CRD_KEY, ("", rt.resource))
         return final
 
-    def _purge_namespace(self, namespace: str) -> None:
-        for rt in list(self._types.values()):
-            if not rt.namespaced:
-                continue
-            collection = self._collection(rt)
-            for key in [k for k in collection.objects if k[0] == namespace]:
-                obj = collection.objects[key]
-                final = {
-                    **obj,
-                    "metadata": {**obj["metadata"], "resourceVersion": str(self.store.next_rv())},
-                }
-                self.store.remove(collection, key, final)
+    # Namespaces and CRDs terminate like the apiserver's controllers make them: deleting one
+    # marks it, deletes what it contains (each object honouring its own finalizers), and removes
+    # it once nothing is left.
 
-    def _purge_crd(self, crd: Obj) -> None:
-        spec = crd["spec"]
-        key = (spec["group"], spec["names"]["plural"])
-        collection = self.store.collection(key)
-        for obj_key, obj in list(collection.objects.items()):
-            final = {
-                **obj,
-                "metadata": {**obj["metadata"], "resourceVersion": str(self.store.next_rv())},
-            }
-            self.store.remove(collection, obj_key, final)
-        collection.close_watchers()
-        self._unregister(key)
+    def _contents(self, rt: ResourceType, obj: Obj) -> list[tuple[ResourceType, Obj]]:
+        if rt.key == _NAMESPACES_KEY:
+            name = obj["metadata"]["name"]
+            return [
+                (t, o)
+                for t in list(self._types.values())
+                if t.namespaced
+                for o in list(self._collection(t).items(name))
+            ]
+        if rt.key == _CRD_KEY:
+            spec = obj["spec"]
+            cr = self._types.get((spec["group"], spec["names"]["plural"]))
+            return [] if cr is None else [(cr, o) for o in list(self._collection(cr).items())]
+        return []
+
+    def _has_contents(self, rt: ResourceType, obj: Obj) -> bool:
+        if rt.key == _NAMESPACES_KEY:
+            name = obj["metadata"]["name"]
+            return any(
+                self._collection(t).count(name) for t in self._types.values() if t.namespaced
+            )
+        if rt.key == _CRD_KEY:
+            spec = obj["spec"]
+            return bool(self.store.collection((spec["group"], spec["names"]["plural"])).objects)
+        return False
+
+    def _finish_if_empty(self, key: tuple[str, str], obj_key: tuple[str, str]) -> None:
+        rt = self._types[key]
+        container = self._collection(rt).objects.get(obj_key)
+        if container is None or not container["metadata"].get("deletionTimestamp"):
+            return
+        if container["metadata"].get("finalizers") or self._has_contents(rt, container):
+            return
+        self._remove(rt, container)
+
+    def _terminating(self, rt: ResourceType) -> ApiError | None:
+        """Why no new object of a CRD that is going away may be created."""
+        if rt.crd is not None:
+            crd = self._collection(self._types[_CRD_KEY]).objects.get(("", rt.resource))
+            if crd is not None and crd["metadata"].get("deletionTimestamp"):
+                return ApiError(
+                    405, "create not allowed while custom resource definition is terminating"
+                )
+        return None
 
     # --- writes: verbs ---------------------------------------------------------------------------
 
@@ -1484,22 +1520,41 @@ class KubernetesEmulator:
 
     def _delete_one(self, rt: ResourceType, old: Obj, *, dry_run: bool) -> Obj:
         meta = old["metadata"]
-        if meta.get("finalizers"):
+        container = rt.key in (_NAMESPACES_KEY, _CRD_KEY)
+        if meta.get("finalizers") or container:
             if meta.get("deletionTimestamp"):
                 return old
             obj = {
                 **old,
                 "metadata": {**meta, "deletionTimestamp": _now(), "deletionGracePeriodSeconds": 0},
             }
-            if rt.key == ("", "namespaces"):
+            if rt.key == _NAMESPACES_KEY:
                 obj["status"] = {**obj.get("status", {}), "phase": "Terminating"}
+            if rt.key == _CRD_KEY:
+                status = obj.get("status") or {}
+                conditions = [
+                    c for c in status.get("conditions") or [] if c.get("type") != "Terminating"
+                ]
+                conditions.append(
+                    {
+                        "type": "Terminating",
+                        "status": "True",
+                        "reason": "InstanceDeletionInProgress",
+                        "message": "CustomResource deletion is in progress",
+                        "lastTransitionTime": _now(),
+                    }
+                )
+                obj["status"] = {**status, "conditions": conditions}
             if dry_run:
                 return obj
             obj["metadata"]["resourceVersion"] = str(self.store.next_rv())
-            self.store.put(
-                self._collection(rt), (meta.get("namespace", ""), meta["name"]), obj, "MODIFIED"
-            )
-            return obj
+            key = (meta.get("namespace", ""), meta["name"])
+            self.store.put(self._collection(rt), key, obj, "MODIFIED")
+            if container:
+                for content_rt, content in self._contents(rt, obj):
+                    self._delete_one(content_rt, content, dry_run=False)
+                self._finish_if_empty(rt.key, key)
+            return self._collection(rt).objects.get(key, obj)
         if dry_run:
             return old
         return self._remove(rt, old)
