@@ -325,6 +325,18 @@ def spec_props(schema: dict[str, Any]) -> dict[str, Any]:
             "undeclared reference to 'other'",
         ),
         (
+            lambda s: s["properties"]["spec"]["x-kubernetes-validations"].append(
+                {"rule": "self.stoped == false"}
+            ),
+            "undefined field 'stoped'",
+        ),
+        (
+            lambda s: s.update(
+                **{"x-kubernetes-validations": [{"rule": "has(self.metadata.labels)"}]}
+            ),
+            "undefined field 'labels'",
+        ),
+        (
             lambda s: spec_props(s).update(
                 names={
                     "type": "array",

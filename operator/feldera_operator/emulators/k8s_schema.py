@@ -2179,7 +2179,13 @@ class _SchemaWalker:
         if "default" in s and not in_junctor:
             self._check_default(s, path)
 
-        self._check_rules(s, path, unbounded_above=unbounded_above, correlatable=correlatable)
+        self._check_rules(
+            s,
+            path,
+            unbounded_above=unbounded_above,
+            correlatable=correlatable,
+            root_level=root_level,
+        )
 
         # Recurse into the structural parts, tracking whether we are below an unbounded
         # collection (rules there are multiplied by its estimated size) and whether old values
@@ -2367,7 +2373,13 @@ class _SchemaWalker:
                 self.problems.append(f"{path}.default: Invalid value: {cause.message}")
 
     def _check_rules(
-        self, s: Schema, path: str, *, unbounded_above: bool, correlatable: bool
+        self,
+        s: Schema,
+        path: str,
+        *,
+        unbounded_above: bool,
+        correlatable: bool,
+        root_level: bool = False,
     ) -> None:
         rules = s.get("x-kubernetes-validations")
         if rules is None:
@@ -2395,6 +2407,13 @@ class _SchemaWalker:
             compiled = _cel_compile(rule)
             if isinstance(compiled, str):
                 p.append(f"{rpath}.rule: Invalid value: {_go_value(rule)}: {compiled}")
+                continue
+            undefined = _undefined_field(rule, node, root_level)
+            if undefined is not None:
+                p.append(
+                    f"{rpath}.rule: Invalid value: {_go_value(rule)}: compilation failed: "
+                    f"ERROR: <input>: undefined field '{undefined}'"
+                )
                 continue
             if compiled.uses_old_self and not correlatable:
                 p.append(
@@ -2431,6 +2450,38 @@ class _SchemaWalker:
                 )
             for reason_text in _cost_problems(rule, node, unbounded_above):
                 p.append(f"{rpath}.rule: Forbidden: {reason_text}")
+
+
+_FIELD_CHAIN = re.compile(r"(?<![\w.])(self|oldSelf)((?:\s*\.\s*[A-Za-z_]\w*)+)(\s*\()?")
+
+
+def _undefined_field(rule: str, node: _Node, root_level: bool) -> str | None:
+    """A field a rule reads that the schema does not declare (the type checker's error).
+
+    Only `self.a.b` / `oldSelf.a.b` chains through objects with declared properties are
+    checked; a name followed by `(` is a method, and maps and preserved fields accept any name.
+    """
+    for m in _FIELD_CHAIN.finditer(rule):
+        names = [n.strip() for n in m.group(2).split(".") if n.strip()]
+        if m.group(3):
+            names = names[:-1]  # the last name is called: a method, not a field
+        cur: _Node | None = node
+        for depth, name in enumerate(names):
+            if cur is None or cur.preserve or isinstance(cur.additional, _Node):
+                break
+            if root_level and depth == 0 and name in ("apiVersion", "kind", "metadata"):
+                if name != "metadata":
+                    break
+                # Root rules see metadata.name and metadata.generateName only.
+                if len(names) > 1 and names[1] not in _RULE_METADATA:
+                    return names[1]
+                break
+            if cur.type != "object" or cur.properties is None:
+                break
+            if name not in cur.properties:
+                return name
+            cur = cur.properties[name]
+    return None
 
 
 def _resolve_field_path(node: _Node, field_path: str) -> bool:
