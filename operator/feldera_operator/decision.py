@@ -142,7 +142,7 @@ Observation = ObservedPipeline | Problem
 
 @dataclass(frozen=True)
 class PipelineAction:
-    verb: Literal["start", "pause", "resume", "stop"]
+    verb: Literal["start", "pause", "resume", "stop", "dismiss_error"]
     initial: Literal["running", "paused"] | None = None  # for start
 
     def describe(self) -> str:
@@ -390,6 +390,14 @@ def _pipeline_step(
         # Stopped with desired Running/Paused is a start Feldera has accepted and will carry out:
         # not "Stopped as declared" (the stop below cancels it; stop is always accepted).
         if status == "Stopped" and desired == "Stopped":
+            if observed.deployment_error:
+                # Declaring it stopped acknowledges the error that stopped it: dismiss it, so
+                # that declaring it running again starts it.
+                return (
+                    PipelineAction("dismiss_error"),
+                    TRANSITIONING,
+                    "pipeline Stopped as declared; dismissing its deployment error",
+                )
             return None, CONVERGED, "pipeline Stopped as declared"
         if desired == "Stopped":
             return None, STOPPING, f"pipeline is {status}, stopping"
@@ -405,12 +413,13 @@ def _pipeline_step(
                 f"{_first_line(observed.program_error) or 'the SQL does not compile'}",
             )
         if observed.deployment_error:
-            # A fatal error stopped it: restarting would loop; a person decides (stop, then start).
+            # A fatal error stopped it: restarting by itself could loop, so a person decides.
+            # Declaring it stopped dismisses the error (above); running again then starts it.
             return (
                 None,
                 DEPLOYMENT_FAILED,
                 f"pipeline stopped with an error: {_first_line(observed.deployment_error)}; "
-                "set spec.stopped to true and back to false to start it again",
+                "set spec.stopped to true (dismisses the error), then false, to start it again",
             )
         if observed.program_status != PROGRAM_READY:
             return None, COMPILING, f"program status {observed.program_status}; waiting to start"

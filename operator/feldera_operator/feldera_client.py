@@ -497,6 +497,10 @@ class FelderaClient:
             query={"force": "true" if force else "false"},
         )
 
+    async def dismiss_error(self, name: str) -> None:
+        """`POST .../dismiss_error`: clears `deployment_error` of a fully stopped pipeline."""
+        await self._request("POST", "/v0/pipelines/{pipeline}/dismiss_error", {"pipeline": name})
+
     # ------------------------------------------------------------------------- connectors
 
     async def input_connector_action(

@@ -429,6 +429,8 @@ class Reconciler:
                             await client.pause(name)
                         elif action.verb == "resume":
                             await client.resume(name)
+                        elif action.verb == "dismiss_error":
+                            await client.dismiss_error(name)
                         else:
                             await client.stop(name, force=True)
                     elif action.direction == "input":
@@ -722,6 +724,7 @@ def _action_reason(action: d.Action) -> str:
             "pause": "PipelinePaused",
             "resume": "PipelineResumed",
             "stop": "PipelineStopped",
+            "dismiss_error": "DeploymentErrorDismissed",
         }[action.verb]
     return "ConnectorStarted" if action.verb == "start" else "ConnectorPaused"
 

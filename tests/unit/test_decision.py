@@ -465,8 +465,12 @@ def test_program_error_takes_precedence_over_deployment_error() -> None:
 
 def test_spec_stopped_with_deployment_error_is_ready_as_stopped() -> None:
     decision = run(make_spec(stopped=True), pipeline("Stopped", "Stopped", deployment_error="x"))
-    assert decision.ready
-    assert decision.actions == ()
+    # Declaring it stopped acknowledges the error: the only action is dismissing it, and the
+    # resource is Ready once Feldera reports no error (a Ready resource decides no action).
+    assert not decision.ready and decision.ready_reason == d.TRANSITIONING
+    assert decision.actions == (d.PipelineAction("dismiss_error"),)
+    after = run(make_spec(stopped=True), pipeline("Stopped", "Stopped"), previous=decision.status)
+    assert after.ready and not after.actions
 
 
 def test_long_error_first_line_is_truncated() -> None:
@@ -1255,25 +1259,20 @@ def test_decide_is_deterministic_and_does_not_modify_its_inputs() -> None:
     assert (repr(previous), spec.model_dump()) == snapshot
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "decision.py gap, not changed here: the DeploymentFailed message tells people to set "
-        "spec.stopped true and back to false, but with the pipeline already Stopped that toggle "
-        "makes no call to Feldera (nothing dismisses the error or starts it), so the same "
-        "observation gives DeploymentFailed again."
-    ),
-)
-def test_toggling_spec_stopped_as_the_deployment_failed_message_advises_restarts_the_pipeline() -> (
-    None
-):
-    observed = pipeline("Stopped", "Stopped", deployment_error="worker panicked")
-    failed = run(make_spec(), observed, generation=1)
-    assert failed.ready_reason == d.DEPLOYMENT_FAILED
-    assert "spec.stopped" in failed.ready_message
-    stopped = run(make_spec(stopped=True), observed, generation=2, previous=failed.status)
-    again = run(make_spec(), observed, generation=3, previous=stopped.status)
-    assert stopped.actions or again.actions
+def test_declaring_stopped_dismisses_a_deployment_error_and_running_again_starts_it() -> None:
+    failed_obs = pipeline("Stopped", "Stopped", deployment_error="worker panicked")
+    failed = run(make_spec(), failed_obs, generation=1)
+    assert failed.ready_reason == d.DEPLOYMENT_FAILED and not failed.actions
+    assert "spec.stopped to true" in failed.ready_message
+    # Re-observing never restarts it by itself (no crash loop).
+    assert not run(make_spec(), failed_obs, generation=1, previous=failed.status).actions
+    stopped = run(make_spec(stopped=True), failed_obs, generation=2, previous=failed.status)
+    assert stopped.actions == (d.PipelineAction("dismiss_error"),)
+    dismissed = pipeline("Stopped", "Stopped")
+    settled = run(make_spec(stopped=True), dismissed, generation=2, previous=stopped.status)
+    assert settled.ready and not settled.actions
+    again = run(make_spec(), dismissed, generation=3, previous=settled.status)
+    assert again.actions == (d.PipelineAction("start", initial="running"),)
 
 
 # ============================================================================= names
@@ -1747,6 +1746,9 @@ def test_any_observation_gives_a_well_formed_status_and_only_permitted_actions(
             assert status in DEPLOYED and not spec.stopped
             assert desired not in ("Stopped", "Suspended")
             assert desired != ("Paused" if action.verb == "pause" else "Running")
+        elif action.verb == "dismiss_error":
+            assert spec.stopped and (status, desired) == ("Stopped", "Stopped")
+            assert observed.deployment_error
         else:
             assert spec.stopped and desired != "Stopped"
     assert len(pipeline_actions(decision)) <= 1

@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+
 from feldera_operator.feldera_client import (
     FelderaAuthError,
     FelderaBadRequest,

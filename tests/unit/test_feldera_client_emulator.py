@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+
 from feldera_operator.emulators.feldera import (
     ROUTE_CONFIG,
     ROUTE_PIPELINES,
