@@ -705,6 +705,24 @@ def test_unknown_fields_are_not_validation_errors() -> None:
     assert check(pipeline(nope=1)) == []
 
 
+def test_rules_reading_nested_fields_see_them() -> None:
+    # Rules are handed only the field chains they read; what they read must still be there.
+    schema = pipeline_schema()
+    schema["x-kubernetes-validations"] = [
+        {
+            "rule": (
+                "!has(self.spec.instanceRef) || self.spec.instanceRef.name != self.metadata.name"
+            ),
+            "message": "a pipeline cannot refer to an instance of its own name",
+        }
+    ]
+    assert check(pipeline(instanceRef={"name": "feldera"}), schema=schema) == []
+    causes = check(pipeline(instanceRef={"name": "p1"}), schema=schema)
+    assert [c.message for c in causes] == [
+        '<nil>: Invalid value: "object": a pipeline cannot refer to an instance of its own name'
+    ]
+
+
 def test_root_rule_sees_metadata_name_only() -> None:
     schema = pipeline_schema()
     schema["x-kubernetes-validations"] = [
