@@ -251,10 +251,10 @@ def test_strategic_merge_patch_merges_containers_by_name_and_honours_directives(
 
 
 def test_apply_merge_merges_list_maps_by_key_and_sets_by_value() -> None:
-    def keys(path: tuple[str, ...]) -> list[str] | None:
+    def keys(path: k8s_patch.SchemaPath) -> list[str] | None:
         return ["table", "connector"] if path == ("spec", "inputs") else None
 
-    def kinds(path: tuple[str, ...]) -> str | None:
+    def kinds(path: k8s_patch.SchemaPath) -> str | None:
         return "set" if path == ("metadata", "finalizers") else None
 
     live = {
@@ -281,6 +281,45 @@ def test_apply_merge_merges_list_maps_by_key_and_sets_by_value() -> None:
             "other": [3],
         },
     }
+
+
+def test_server_side_apply_owns_fields_conflicts_and_removes_what_is_no_longer_applied() -> None:
+    def keys(path: k8s_patch.SchemaPath) -> list[str] | None:
+        return ["connector"] if path == ("spec", "inputs") else None
+
+    def kinds(path: k8s_patch.SchemaPath) -> str | None:
+        return None
+
+    def entry(connector: str, paused: bool) -> dict[str, Any]:
+        return {"connector": connector, "paused": paused}
+
+    def apply(
+        live: Any, inputs: list[dict[str, Any]], manager: str, owners: Any, force: bool = False
+    ) -> Any:
+        config = {"metadata": {"name": "p"}, "spec": {"inputs": inputs}}
+        return k8s_patch.server_side_apply(
+            live, config, manager, owners, force=force, list_map_keys=keys, list_type=kinds
+        )
+
+    live, owners = apply({}, [entry("a", True), entry("b", True)], "git", {})
+    # Another manager takes one entry's field: a conflict unless forced.
+    with pytest.raises(k8s_patch.ApplyConflict) as conflict:
+        apply(live, [entry("a", False)], "tool", owners)
+    assert conflict.value.conflicts == [("git", '.spec.inputs[connector="a"].paused')]
+    assert str(conflict.value) == (
+        'Apply failed with 1 conflict: conflict with "git": .spec.inputs[connector="a"].paused'
+    )
+    live, owners = apply(live, [entry("a", False)], "tool", owners, force=True)
+    assert live["spec"]["inputs"] == [entry("a", False), entry("b", True)]
+    # The same value is no conflict; git stops applying b, which nobody else applies: it goes.
+    live, owners = apply(live, [entry("a", False)], "git", owners)
+    assert live["spec"]["inputs"] == [entry("a", False)]
+    # Both now apply a's paused (same value: shared). tool lets go: git still holds it.
+    live, owners = apply(live, [], "tool", owners)
+    assert live["spec"]["inputs"] == [entry("a", False)]
+    # git takes "a" back without a paused value: the field nobody applies any more goes.
+    live, owners = apply(live, [{"connector": "a"}], "git", owners)
+    assert live["spec"]["inputs"] == [{"connector": "a"}]
 
 
 @pytest.mark.parametrize(
@@ -432,16 +471,27 @@ def test_server_side_apply_of_one_list_entry_keeps_the_other_entries(
             "inputs": [{"table": "orders", "connector": "live", "paused": False}],
         },
     }
-    crd_cluster.kubectl(
-        "apply",
-        "--server-side",
-        "--field-manager=connector-owner",
-        "-f",
-        "-",
-        stdin=json.dumps(entry),
-    )
+    apply_entry = ["apply", "--server-side", "--field-manager=connector-owner", "-f", "-"]
+    # kubectl's manager applied live's paused state: taking it over is a conflict, unless forced.
+    refused = crd_cluster.kubectl(*apply_entry, stdin=json.dumps(entry), check=False)
+    assert refused.returncode != 0
+    assert 'conflict with "kubectl"' in refused.stderr
+    assert '.spec.inputs[connector="live",table="orders"].paused' in refused.stderr
+    crd_cluster.kubectl(*apply_entry, "--force-conflicts", stdin=json.dumps(entry))
     inputs = crd_cluster.api.get(f"{BASE}/orders")["spec"]["inputs"]
     assert {(i["connector"], i["paused"]) for i in inputs} == {("live", False), ("backfill", False)}
+    # An entry only one manager applies goes when that manager stops applying it.
+    extra = json.loads(json.dumps(entry))
+    extra["spec"]["inputs"] = [{"table": "orders", "connector": "extra", "paused": True}]
+    crd_cluster.kubectl(
+        "apply", "--server-side", "--field-manager=tool", "-f", "-", stdin=json.dumps(extra)
+    )
+    extra["spec"]["inputs"] = []
+    crd_cluster.kubectl(
+        "apply", "--server-side", "--field-manager=tool", "-f", "-", stdin=json.dumps(extra)
+    )
+    inputs = crd_cluster.api.get(f"{BASE}/orders")["spec"]["inputs"]
+    assert sorted(i["connector"] for i in inputs) == ["backfill", "live"]
 
 
 def test_kubectl_delete_wait_returns_once_the_finalizer_is_removed(crd_cluster: Cluster) -> None:

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 JSON = Any
-# Given the path of a list inside an object (map keys only, e.g. ("spec", "inputs")), the keys of
-# its entries when it is an `x-kubernetes-list-type: map`, else None.
-ListMapKeys = Callable[[tuple[str, ...]], "list[str] | None"]
+SchemaPath = tuple[str | int, ...]
+# Given the schema path of a list inside an object (map keys, 0 for "the items of a list", e.g.
+# ("spec", "inputs")), the keys of its entries when it is an `x-kubernetes-list-type: map`.
+ListMapKeys = Callable[[SchemaPath], "list[str] | None"]
 # Given the same path, its `x-kubernetes-list-type` ("atomic", "set", "map") or None.
-ListTypeOf = Callable[[tuple[str, ...]], "str | None"]
+ListTypeOf = Callable[[SchemaPath], "str | None"]
 
 
 class PatchError(Exception):
@@ -301,14 +302,14 @@ def apply_merge(
     applied: JSON,
     list_map_keys: ListMapKeys,
     list_type: ListTypeOf,
-    path: tuple[str, ...] = (),
+    path: SchemaPath = (),
 ) -> JSON:
     """Merge an applied configuration into the live object the way server-side apply does.
 
     Maps merge recursively; lists declared `x-kubernetes-list-type: map` merge entry by entry on
     their keys (so applying one connector's entry under its own field manager leaves the others);
-    `set` lists take the union; other lists and scalars are replaced. Field ownership is not
-    tracked, so a field that a manager stops applying is left in place rather than removed.
+    `set` lists take the union; other lists and scalars are replaced. Removing what a manager no
+    longer applies is `server_side_apply`'s part.
     """
     if not isinstance(applied, dict) or not isinstance(live, dict):
         return deep_copy(applied)
@@ -339,7 +340,7 @@ def _apply_list_map(
     keys: list[str],
     list_map_keys: ListMapKeys,
     list_type: ListTypeOf,
-    path: tuple[str, ...],
+    path: SchemaPath,
 ) -> list[Any]:
     def ident(item: Any) -> tuple[Any, ...] | None:
         return tuple(item.get(k) for k in keys) if isinstance(item, dict) else None
@@ -350,12 +351,181 @@ def _apply_list_map(
         key = ident(item)
         if key is not None and key in index:
             result[index[key]] = apply_merge(
-                result[index[key]], item, list_map_keys, list_type, path
+                result[index[key]], item, list_map_keys, list_type, (*path, 0)
             )
         else:
             index[key] = len(result)
             result.append(deep_copy(item))
     return result
+
+
+# A field an apply manager owns: map keys, ("k", ((key, value), ...)) for the entry of a map
+# list, ("v", json) for the member of a set.
+FieldPath = tuple[Any, ...]
+# Server-filled or identifying fields: nobody owns them, applying them changes nothing.
+_NOT_OWNED = {
+    ("apiVersion",),
+    ("kind",),
+    ("metadata", "name"),
+    ("metadata", "namespace"),
+    ("metadata", "resourceVersion"),
+    ("metadata", "uid"),
+    ("metadata", "generation"),
+    ("metadata", "creationTimestamp"),
+    ("metadata", "managedFields"),
+    ("metadata", "deletionTimestamp"),
+    ("metadata", "deletionGracePeriodSeconds"),
+}
+
+
+class ApplyConflict(Exception):
+    """Fields another manager applied with other values; `force` takes them over instead."""
+
+    def __init__(self, conflicts: list[tuple[str, str]]) -> None:
+        self.conflicts = conflicts  # (manager, rendered field path)
+        plural = "s" if len(conflicts) > 1 else ""
+        lines = [f'- conflict with "{m}": {p}' for m, p in conflicts]
+        text = f": {lines[0][2:]}" if len(lines) == 1 else ":\n" + "\n".join(lines)
+        super().__init__(f"Apply failed with {len(conflicts)} conflict{plural}{text}")
+
+
+def _schema_path(path: FieldPath) -> SchemaPath:
+    return tuple(e if isinstance(e, str) else 0 for e in path)
+
+
+def applied_fields(
+    config: JSON, list_map_keys: ListMapKeys, list_type: ListTypeOf
+) -> set[FieldPath]:
+    """The fields an applied configuration sets: its leaves, map-list entries and set members."""
+    found: set[FieldPath] = set()
+    if isinstance(config, dict):
+        for key, value in config.items():
+            _collect(value, (key,), found, list_map_keys, list_type)
+    return found
+
+
+def _collect(
+    value: JSON, path: FieldPath, found: set[FieldPath], keys_of: ListMapKeys, type_of: ListTypeOf
+) -> None:
+    if value is None or path in _NOT_OWNED:
+        return
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            _collect(item, (*path, key), found, keys_of, type_of)
+        return
+    if isinstance(value, list) and value:
+        keys = keys_of(_schema_path(path))
+        if keys:
+            for item in value:
+                if isinstance(item, dict):
+                    entry = (*path, ("k", tuple((k, item.get(k)) for k in keys)))
+                    found.add(entry)
+                    for key, sub in item.items():
+                        if key not in keys:
+                            _collect(sub, (*entry, key), found, keys_of, type_of)
+            return
+        if type_of(_schema_path(path)) == "set":
+            found.update((*path, ("v", json.dumps(v, sort_keys=True))) for v in value)
+            return
+    found.add(path)
+
+
+def _at(obj: JSON, path: FieldPath) -> JSON:
+    node = obj
+    for element in path:
+        if isinstance(element, str):
+            if not isinstance(node, dict) or element not in node:
+                return _MISSING
+            node = node[element]
+        elif element[0] == "k":
+            if not isinstance(node, list):
+                return _MISSING
+            node = next(
+                (
+                    i
+                    for i in node
+                    if isinstance(i, dict) and all(i.get(k) == v for k, v in element[1])
+                ),
+                _MISSING,
+            )
+            if node is _MISSING:
+                return _MISSING
+        else:
+            value = json.loads(element[1])
+            return value if isinstance(node, list) and value in node else _MISSING
+    return node
+
+
+def _drop(obj: JSON, path: FieldPath) -> None:
+    parent = _at(obj, path[:-1])
+    last = path[-1]
+    if isinstance(last, str):
+        if isinstance(parent, dict):
+            parent.pop(last, None)
+    elif isinstance(parent, list):
+        if last[0] == "k":
+            parent[:] = [
+                i
+                for i in parent
+                if not (isinstance(i, dict) and all(i.get(k) == v for k, v in last[1]))
+            ]
+        else:
+            value = json.loads(last[1])
+            parent[:] = [i for i in parent if i != value]
+
+
+def render_field(path: FieldPath) -> str:
+    """A field path as the apiserver prints it in apply conflicts."""
+    text = ""
+    for element in path:
+        if isinstance(element, str):
+            text += f".{element}"
+        elif element[0] == "k":
+            pairs = ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(element[1]))
+            text += f"[{pairs}]"
+        else:
+            text += f"[={element[1]}]"
+    return text
+
+
+def server_side_apply(
+    live: JSON,
+    config: JSON,
+    manager: str,
+    owners: Mapping[str, frozenset[FieldPath]],
+    *,
+    force: bool,
+    list_map_keys: ListMapKeys,
+    list_type: ListTypeOf,
+) -> tuple[JSON, dict[str, frozenset[FieldPath]]]:
+    """Apply `config` for `manager`: the merged object and the managers' new field sets.
+
+    Tracks the fields each apply manager owns (not those of other writes): a field another
+    manager applied with a different value is a conflict (ApplyConflict) unless `force` moves it
+    to this manager; a field this manager applied before, applies no more, and no other manager
+    applies is removed, as server-side apply does.
+    """
+    fields = applied_fields(config, list_map_keys, list_type)
+    others = {m: set(f) for m, f in owners.items() if m != manager}
+    conflicts: list[tuple[str, FieldPath]] = []
+    for other, owned in sorted(others.items()):
+        for path in sorted(fields & owned, key=repr):
+            if isinstance(path[-1], str) and _at(live, path) != _at(config, path):
+                conflicts.append((other, path))
+    if conflicts and not force:
+        raise ApplyConflict([(m, render_field(p)) for m, p in conflicts])
+    for other, path in conflicts:
+        others[other].discard(path)
+    still_owned: set[FieldPath] = set().union(*others.values()) if others else set()
+    removed = set(owners.get(manager, frozenset())) - fields - still_owned
+    merged = apply_merge(live, config, list_map_keys, list_type)
+    if removed:
+        merged = deep_copy(merged)
+        for path in sorted(removed, key=len):  # a parent first: its children go with it
+            _drop(merged, path)
+    result = {m: frozenset(f) for m, f in others.items() if f}
+    result[manager] = frozenset(fields)
+    return merged, result
 
 
 # --- selectors -------------------------------------------------------------------------------

@@ -22,10 +22,13 @@ What it does not do:
 - Protobuf (answered 406 / 415), aggregated discovery (legacy discovery is served and clients fall
   back to it), OpenAPI v2 (404), OpenAPI schemas of built-in kinds (`kubectl explain` works for
   CRDs only).
-- Server-side apply tracks no field ownership: `managedFields` is never written, apply never
-  reports conflicts (`force` is accepted and ignored) and a field a manager stops applying is not
-  removed. Lists declared `x-kubernetes-list-type: map` are merged by their keys, `set` lists by
-  value, everything else is replaced.
+- Server-side apply tracks the fields of apply managers only (in memory, by uid; `managedFields`
+  is never written): it reports conflicts between apply managers (`force` takes the fields
+  over) and removes what a manager stops applying unless another apply manager applies it.
+  Writers that are not apply (create, update, patch: kopf, client-side kubectl apply) own
+  nothing, so they never conflict with an apply and their fields are not protected by it.
+  Lists declared `x-kubernetes-list-type: map` merge by their keys, `set` lists by value,
+  everything else is replaced.
 - Strategic merge patch of built-in kinds knows the merge keys of a few common lists only
   (containers, env, ports, volumes, ...); custom resources refuse it with 415 like the apiserver.
 - Built-in kinds are stored as given: no schema, no defaults (except Secret.stringData and
@@ -307,6 +310,8 @@ class KubernetesEmulator:
         self._builtin_groups: list[str] = []
         self._counts: Counter[str] = Counter()
         self._faults: list[Fault] = []
+        # Fields each server-side apply manager owns, by object uid (see k8s_patch).
+        self._owners: dict[str, dict[str, frozenset[k8s_patch.FieldPath]]] = {}
         self._openapi_cache: dict[str, bytes] = {}
         self._runner: web.AppRunner | None = None
         self._stopping = False
@@ -1306,6 +1311,7 @@ class KubernetesEmulator:
         key = (meta.get("namespace", ""), meta["name"])
         final = {**obj, "metadata": {**meta, "resourceVersion": str(self.store.next_rv())}}
         self.store.remove(collection, key, final)
+        self._owners.pop(meta.get("uid", ""), None)
         if rt.key == _CRD_KEY:
             spec = obj["spec"]
             type_key = (spec["group"], spec["names"]["plural"])
@@ -1417,6 +1423,7 @@ class KubernetesEmulator:
         validation = self._field_validation(query)
         collection = self._collection(rt)
         old = collection.objects.get(self._key(target))
+        owners: dict[str, frozenset[k8s_patch.FieldPath]] | None = None
         if content_type == _APPLY:
             if not query.get("fieldManager"):
                 raise ApiError(
@@ -1434,8 +1441,16 @@ class KubernetesEmulator:
                     target, body, None, subresource=None, validation=validation
                 )
                 obj = self._commit_create(rt, obj, dry_run=_dry_run(query))
+                if not _dry_run(query):
+                    keys_of, type_of = self._schema_lookups(target)
+                    fields = k8s_patch.applied_fields(body, keys_of, type_of)
+                    self._owners[obj["metadata"]["uid"]] = {
+                        str(query["fieldManager"]): frozenset(fields)
+                    }
                 return self._respond(target, obj, 201, warnings)
-            patched = self._apply(target, old, body)
+            manager = str(query["fieldManager"])
+            force = query.get("force", "").lower() in ("true", "1")
+            patched, owners = self._apply(target, old, body, manager, force)
         else:
             if old is None:
                 raise _not_found(rt, target.name or "")
@@ -1471,35 +1486,63 @@ class KubernetesEmulator:
             target, patched, old, subresource=target.subresource, validation=validation
         )
         obj = self._commit_update(rt, obj, old, dry_run=_dry_run(query))
+        stored = collection.objects.get(self._key(target))
+        if owners is not None and not _dry_run(query) and stored is not None:
+            self._owners[stored["metadata"]["uid"]] = owners
         return self._respond(target, obj, 200, warnings)
 
-    def _apply(self, target: Target, old: Obj, body: Obj) -> Obj:
+    def _schema_lookups(self, target: Target) -> tuple[k8s_patch.ListMapKeys, k8s_patch.ListTypeOf]:
         schema = target.rt.schema(target.version)
-        keys_of: Callable[[tuple[str, ...]], list[str] | None]
-        type_of: Callable[[tuple[str, ...]], str | None]
         if schema is None:
-            keys_of, type_of = (lambda _path: None), (lambda _path: None)
-        else:
-            from feldera_operator.emulators import k8s_schema
+            return (lambda _path: None), (lambda _path: None)
+        from feldera_operator.emulators import k8s_schema
 
-            def keys_of(path: tuple[str, ...]) -> list[str] | None:
-                return k8s_schema.list_map_keys(schema, path)
+        def keys_of(path: k8s_patch.SchemaPath) -> list[str] | None:
+            return k8s_schema.list_map_keys(schema, path)
 
-            def type_of(path: tuple[str, ...]) -> str | None:
-                return k8s_schema.list_type(schema, path)
+        def type_of(path: k8s_patch.SchemaPath) -> str | None:
+            return k8s_schema.list_type(schema, path)
 
-        applied = {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
-        meta = applied.get("metadata")
-        if isinstance(meta, dict):
-            # Metadata merges like a map; its resourceVersion would ask for a precondition.
-            applied["metadata"] = {k: v for k, v in meta.items() if k != "resourceVersion"}
-            if (
-                meta.get("resourceVersion") not in (None, "")
-                and str(meta["resourceVersion"]) != old["metadata"]["resourceVersion"]
-            ):
+        return keys_of, type_of
+
+    def _apply(
+        self, target: Target, old: Obj, body: Obj, manager: str, force: bool
+    ) -> tuple[Obj, dict[str, frozenset[k8s_patch.FieldPath]]]:
+        keys_of, type_of = self._schema_lookups(target)
+        meta = body.get("metadata")
+        if isinstance(meta, dict) and meta.get("resourceVersion") not in (None, ""):
+            # An applied resourceVersion is a precondition, as in any other write.
+            if str(meta["resourceVersion"]) != old["metadata"]["resourceVersion"]:
                 raise _conflict(target.rt, target.name or "")
-        result: Obj = k8s_patch.apply_merge(old, applied, keys_of, type_of)
-        return result
+        config = {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
+        owners = self._owners.get(old["metadata"]["uid"], {})
+        try:
+            merged, owners = k8s_patch.server_side_apply(
+                old,
+                config,
+                manager,
+                owners,
+                force=force,
+                list_map_keys=keys_of,
+                list_type=type_of,
+            )
+        except k8s_patch.ApplyConflict as exc:
+            raise ApiError(
+                409,
+                str(exc),
+                reason="Conflict",
+                details={
+                    "causes": [
+                        {
+                            "reason": "FieldManagerConflict",
+                            "message": f'conflict with "{m}"',
+                            "field": field,
+                        }
+                        for m, field in exc.conflicts
+                    ]
+                },
+            ) from None
+        return merged, owners
 
     def _delete(self, target: Target, body: Any, query: Any) -> web.Response:
         rt = target.rt
