@@ -356,19 +356,8 @@ def _decide_unobservable(
         status["connectors"] = _summary(status["inputs"] + status["outputs"])
     status["observedGeneration"] = generation
     status["pipelineName"] = pipeline_name
-    synced = problem.reason not in SYNC_FAILURE_REASONS
-    status["conditions"] = _conditions(
-        previous_status.get("conditions"),
-        generation=generation,
-        now=now,
-        ready=(False, problem.reason, problem.message),
-        synced=(
-            synced,
-            SYNCED if synced else problem.reason,
-            "last round trip to Feldera succeeded" if synced else problem.message,
-        ),
-        reconciling=(problem.reason not in STALLED_REASONS, problem.reason, problem.message),
-        stalled=(problem.reason in STALLED_REASONS, problem.reason, problem.message),
+    status["conditions"] = _problem_conditions(
+        previous_status.get("conditions"), problem, generation=generation, now=now
     )
     return Decision(
         actions=(),
@@ -642,9 +631,20 @@ def with_problem(
 ) -> dict[str, Any]:
     """The decided status, with conditions saying that issuing an action failed."""
     result = dict(status)
+    result["conditions"] = _problem_conditions(
+        status.get("conditions"), problem, generation=generation, now=now
+    )
+    return result
+
+
+def _problem_conditions(
+    previous: Any, problem: Problem, *, generation: int, now: str
+) -> list[dict[str, Any]]:
+    """Conditions when a problem stops the operator: never Ready; Stalled if a person must act,
+    otherwise Reconciling (retried); Synced False when the round trip to Feldera failed."""
     synced = problem.reason not in SYNC_FAILURE_REASONS
-    result["conditions"] = _conditions(
-        status.get("conditions"),
+    return _conditions(
+        previous,
         generation=generation,
         now=now,
         ready=(False, problem.reason, problem.message),
@@ -656,7 +656,6 @@ def with_problem(
         reconciling=(problem.reason not in STALLED_REASONS, problem.reason, problem.message),
         stalled=(problem.reason in STALLED_REASONS, problem.reason, problem.message),
     )
-    return result
 
 
 def invalid_spec_status(
