@@ -888,6 +888,17 @@ def test_openapi_document_shape() -> None:
     assert ks.openapi_v3_document("other.dev", "v1", [pipeline_crd()])["paths"] == {}
 
 
+def test_openapi_paths_of_a_cluster_scoped_resource() -> None:
+    crd = pipeline_crd()
+    crd["spec"]["scope"] = "Cluster"
+    del crd["spec"]["versions"][0]["subresources"]
+    paths = ks.openapi_v3_document("feldera.dev", "v1alpha1", [crd])["paths"]
+    assert sorted(paths) == [
+        "/apis/feldera.dev/v1alpha1/felderapipelines",
+        "/apis/feldera.dev/v1alpha1/felderapipelines/{name}",
+    ]
+
+
 def _refs(node: Any) -> list[str]:
     if isinstance(node, dict):
         found = [node["$ref"]] if "$ref" in node else []
