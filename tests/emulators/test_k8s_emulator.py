@@ -973,6 +973,23 @@ def test_secret_string_data_is_stored_as_base64_data(cluster: Cluster) -> None:
     assert created["data"] == {"token": "czNjcjN0"} and "stringData" not in created
 
 
+def test_kubectl_create_of_secrets_configmaps_and_namespaces_sends_protobuf_that_is_read(
+    cluster: Cluster,
+) -> None:
+    cluster.kubectl("create", "namespace", "team")
+    cluster.kubectl(
+        "-n", "team", "create", "secret", "generic", "key", "--from-literal=apiKey=s3cr3t"
+    )
+    cluster.kubectl("-n", "team", "create", "configmap", "settings", "--from-literal=a=b")
+    cluster.kubectl("-n", "team", "create", "serviceaccount", "op")
+    secret = cluster.api.get("/api/v1/namespaces/team/secrets/key")
+    assert secret["data"] == {"apiKey": "czNjcjN0"} and secret["type"] == "Opaque"
+    assert cluster.api.get("/api/v1/namespaces/team/configmaps/settings")["data"] == {"a": "b"}
+    assert cluster.api.get("/api/v1/namespaces/team/serviceaccounts/op")["metadata"]["uid"]
+    refused = cluster.kubectl("create", "deployment", "web", "--image=nginx", check=False)
+    assert refused.returncode != 0 and "UnsupportedMediaType" not in refused.stdout
+
+
 def test_deleting_a_namespace_removes_its_objects(cluster: Cluster) -> None:
     cluster.api.create("/api/v1/namespaces", {"metadata": {"name": "team"}})
     cluster.api.create(

@@ -19,9 +19,10 @@ validation; label and field selectors; watches that resume from a bounded histor
 counters and fault injection for tests.
 
 What it does not do:
-- Protobuf (answered 406 / 415), aggregated discovery (legacy discovery is served and clients fall
-  back to it), OpenAPI v2 (404), OpenAPI schemas of built-in kinds (`kubectl explain` works for
-  CRDs only).
+- Protobuf, except the bodies `kubectl create secret|configmap|namespace|serviceaccount` send
+  (k8s_protobuf; answers are JSON, which kubectl accepts; other protobuf gets 406 / 415).
+- Aggregated discovery (legacy discovery is served and clients fall back to it), OpenAPI v2
+  (404), OpenAPI schemas of built-in kinds (`kubectl explain` works for CRDs only).
 - Server-side apply tracks the fields of apply managers only (in memory, by uid; `managedFields`
   is never written): it reports conflicts between apply managers (`force` takes the fields
   over) and removes what a manager stops applying unless another apply manager applies it.
@@ -63,7 +64,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from feldera_operator.emulators import k8s_kinds, k8s_patch, k8s_store
+from feldera_operator.emulators import k8s_kinds, k8s_patch, k8s_protobuf, k8s_store
 from feldera_operator.emulators.k8s_kinds import ResourceType
 from feldera_operator.emulators.k8s_store import Collection, Obj, Watcher, WatchEvent
 
@@ -534,6 +535,13 @@ class KubernetesEmulator:
     async def _body(self, request: web.Request, verb: str) -> Any:
         raw = await request.read()
         content_type = request.content_type
+        if content_type == k8s_protobuf.CONTENT_TYPE and verb == "create":
+            try:
+                return k8s_protobuf.decode(raw)
+            except k8s_protobuf.ProtobufError as exc:
+                raise ApiError(
+                    415, f"the body of the request was in an unknown format - {exc}"
+                ) from None
         if "protobuf" in content_type or "cbor" in content_type:
             raise ApiError(
                 415,
