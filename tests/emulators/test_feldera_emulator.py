@@ -723,6 +723,38 @@ async def test_faults_and_counts_over_http(emulator: FelderaEmulator, call: Call
     assert emulator.request_counts() == {}
 
 
+async def test_action_log_records_each_action_with_its_arrival_time(
+    emulator: FelderaEmulator, call: Call
+) -> None:
+    await running(call, "p1")
+    before = time.time()
+    assert (await call("POST", "/v0/pipelines/p1/tables/Orders/connectors/live/start"))[0] == 200
+    assert (await call("POST", "/v0/pipelines/p1/views/big_orders/connectors/sink/pause"))[0] == 200
+    assert (await call("POST", "/v0/pipelines/p1/tables/orders/connectors/nope/pause"))[0] == 404
+    await call("GET", "/v0/pipelines/p1/stats")  # reads are not actions
+    after = time.time()
+    start, *connectors = emulator.actions()
+    assert (start.pipeline, start.action, start.route, start.status) == (
+        "p1",
+        "start",
+        ROUTE_START,
+        202,
+    )
+    assert [(a.relation, a.connector, a.action, a.status) for a in connectors] == [
+        ("Orders", "live", "start", 200),
+        ("big_orders", "sink", "pause", 200),
+        ("orders", "nope", "pause", 404),
+    ]
+    assert all(before <= a.wall <= after for a in connectors)
+    assert [a.monotonic for a in connectors] == sorted(a.monotonic for a in connectors)
+    code, body = await call("GET", "/_emulator/actions")
+    assert code == 200 and len(body["actions"]) == 4
+    assert body["actions"][1]["connector"] == "live" and body["actions"][1]["wall"] >= before
+    assert (await call("DELETE", "/_emulator/actions"))[0] == 200
+    assert emulator.actions() == []
+    assert (await call("GET", "/_emulator/actions")) == (200, {"actions": []})
+
+
 def test_unknown_fault_template_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown endpoint template"):
         FelderaEmulator().inject_fault("/v0/pipelines/{name}/stats")

@@ -22,8 +22,9 @@ tenants, JWTs, bootstrapping approval, standby, Enterprise suspend.
 
 Test hooks (not counted, no auth), in process and over HTTP under `/_emulator/`: fault injection
 (status, latency, dropped connections), request counts keyed `"METHOD /route/{template}"` (the
-`ROUTE_*` constants), settings (`restore`, `delay`), and drift (`set_connector_paused`,
-`fail_pipeline`) that changes state behind the client's back.
+`ROUTE_*` constants), a log of action calls with their arrival times (`actions()`, for latency
+benchmarks), settings (`restore`, `delay`), and drift (`set_connector_paused`, `fail_pipeline`)
+that changes state behind the client's back.
 """
 
 from __future__ import annotations
@@ -111,6 +112,20 @@ _NOT_DEPLOYED = ("Stopped", "Provisioning", "Stopping")
 _CORE_FIELDS = ("program_code", "udf_rust", "udf_toml", "program_config", "runtime_config")
 _PROGRAM_FIELDS = ("program_code", "udf_rust", "udf_toml", "program_config")
 _LOG_LINES = 200
+_ACTION_LOG_SIZE = 100_000
+# The routes whose calls change state: logged with their arrival time (see `actions()`).
+ACTION_ROUTES: frozenset[str] = frozenset(
+    {
+        ROUTE_START,
+        ROUTE_PAUSE,
+        ROUTE_RESUME,
+        ROUTE_STOP,
+        ROUTE_CLEAR,
+        ROUTE_DISMISS_ERROR,
+        ROUTE_INPUT_CONNECTOR_ACTION,
+        ROUTE_OUTPUT_CONNECTOR_ACTION,
+    }
+)
 
 
 def count_key(method: str, route: str) -> str:
@@ -157,6 +172,22 @@ class Fault:
         return self.endpoint == route and (
             self.method is None or self.method.upper() == method.upper()
         )
+
+
+@dataclass(frozen=True)
+class ActionCall:
+    """One action call as it arrived: `wall` is `time.time()` (comparable with a client's clock on
+    the same machine), `monotonic` is `time.monotonic()`; `status` is the answer's HTTP status."""
+
+    wall: float
+    monotonic: float
+    method: str
+    route: str
+    pipeline: str
+    relation: str | None
+    connector: str | None
+    action: str
+    status: int
 
 
 @dataclass
@@ -285,6 +316,7 @@ class FelderaEmulator:
         self._pipelines: dict[str, _Pipeline] = {}
         self._faults: list[Fault] = []
         self._counts: collections.Counter[str] = collections.Counter()
+        self._actions: collections.deque[ActionCall] = collections.deque(maxlen=_ACTION_LOG_SIZE)
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._started = _now()
@@ -348,6 +380,13 @@ class FelderaEmulator:
     def reset_counts(self) -> None:
         self._counts.clear()
 
+    def actions(self) -> list[ActionCall]:
+        """The action calls since the last `reset_actions()` (the newest 100,000), oldest first."""
+        return list(self._actions)
+
+    def reset_actions(self) -> None:
+        self._actions.clear()
+
     def set_connector_paused(
         self, pipeline: str, relation: str, connector: str, paused: bool, *, output: bool = False
     ) -> None:
@@ -408,6 +447,8 @@ class FelderaEmulator:
         r.add_delete("/_emulator/faults", self._ctl_clear_faults)
         r.add_get("/_emulator/requests", self._ctl_counts)
         r.add_delete("/_emulator/requests", self._ctl_reset_counts)
+        r.add_get("/_emulator/actions", self._ctl_actions)
+        r.add_delete("/_emulator/actions", self._ctl_reset_actions)
         r.add_get("/_emulator/settings", self._ctl_settings)
         r.add_patch("/_emulator/settings", self._ctl_settings)
         r.add_post("/_emulator/connector", self._ctl_connector)
@@ -461,6 +502,41 @@ class FelderaEmulator:
             except ApiError as err:
                 return err.response()
         self._counts[count_key(request.method, route)] += 1
+        if route in ACTION_ROUTES:
+            return await self._logged(request, handler, route, time.time(), time.monotonic())
+        return await self._serve(request, handler, route)
+
+    async def _logged(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        route: str,
+        wall: float,
+        monotonic: float,
+    ) -> web.StreamResponse:
+        response = await self._serve(request, handler, route)
+        info = request.match_info
+        self._actions.append(
+            ActionCall(
+                wall=wall,
+                monotonic=monotonic,
+                method=request.method,
+                route=route,
+                pipeline=info.get("pipeline", ""),
+                relation=info.get("table", info.get("view")),
+                connector=info.get("connector"),
+                action=info.get("action", route.rsplit("/", 1)[-1]),
+                status=response.status,
+            )
+        )
+        return response
+
+    async def _serve(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        route: str,
+    ) -> web.StreamResponse:
         fault = self._take_fault(route, request.method)
         if fault is not None:
             if fault.latency > 0:
@@ -1303,6 +1379,13 @@ class FelderaEmulator:
 
     async def _ctl_reset_counts(self, request: web.Request) -> web.Response:
         self.reset_counts()
+        return web.json_response({})
+
+    async def _ctl_actions(self, request: web.Request) -> web.Response:
+        return web.json_response({"actions": [asdict(a) for a in self.actions()]})
+
+    async def _ctl_reset_actions(self, request: web.Request) -> web.Response:
+        self.reset_actions()
         return web.json_response({})
 
     async def _ctl_settings(self, request: web.Request) -> web.Response:
