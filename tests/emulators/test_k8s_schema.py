@@ -125,6 +125,14 @@ def pipeline_schema() -> dict[str, Any]:
                         "additionalProperties": {"type": "string"},
                     },
                     "port": {"x-kubernetes-int-or-string": True},
+                    "services": {
+                        "type": "object",
+                        "maxProperties": 8,
+                        "additionalProperties": {
+                            "type": "object",
+                            "properties": {"replicas": {"type": "integer", "minimum": 1}},
+                        },
+                    },
                     "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
                 },
             },
@@ -537,7 +545,13 @@ def test_pattern_cause_has_kubernetes_field_path_and_message() -> None:
             "spec.labels",
             "should have at most 4 properties",
         ),
-        ({"labels": {"a": 1}}, "FieldValueTypeInvalid", "spec.labels[a]", "must be of type string"),
+        ({"labels": {"a": 1}}, "FieldValueTypeInvalid", "spec.labels.a", "must be of type string"),
+        (
+            {"services": {"w": {"replicas": 0}}},
+            "FieldValueInvalid",
+            "spec.services.w.replicas",
+            "should be greater than or equal to 1",
+        ),
         ({"port": True}, "FieldValueTypeInvalid", "spec.port", "must be of type integer,string"),
         (
             {"paused": None},
@@ -823,19 +837,23 @@ def test_unknown_fields_and_prune() -> None:
         extra={"kept": True},
         labels={"k": "v"},
     )
+    obj["spec"]["extra"]["deep"] = {"kept": 1}
+    obj["spec"]["services"] = {"w": {"replicas": 1, "subType": "x"}}
     obj["metadata"]["labelz"] = {}
     obj["topLevel"] = 1
     assert ks.unknown_fields(pipeline_schema(), obj) == [
         ".metadata.labelz",
         ".spec.inputs[0].bogus",
         ".spec.nope",
+        ".spec.services.w.subType",
         ".topLevel",
     ]
     pruned = ks.prune(pipeline_schema(), obj)
     assert pruned["spec"] == {
         "inputs": [{"table": "t", "connector": "c"}],
-        "extra": {"kept": True},
+        "extra": {"kept": True, "deep": {"kept": 1}},
         "labels": {"k": "v"},
+        "services": {"w": {"replicas": 1}},
     }
     assert "topLevel" not in pruned
     assert pruned["metadata"] == obj["metadata"], "metadata is left to the server"

@@ -1085,7 +1085,8 @@ class _Validation:
             for name, item in value.items():
                 if props is not None and name in props:
                     continue
-                item_path = f"{path}[{name}]"
+                # kube-openapi names map entries with dots (`spec.labels.a`), not `[a]`.
+                item_path = f"{path}.{name}"
                 if old_map is not None and name in old_map:
                     self.check(addl, item, item_path, old_map[name], True)
                 else:
@@ -1500,11 +1501,8 @@ def _unknown(node: _Node, value: JSON, path: str, found: list[str]) -> None:
             if node.embedded and name in ("apiVersion", "kind", "metadata"):
                 continue
             child = node.child(name)
-            item_path = (
-                f"{path}.{name}"
-                if node.properties and name in node.properties
-                else (f"{path}[{name}]" if isinstance(node.additional, _Node) else f"{path}.{name}")
-            )
+            # Map keys join with dots too, as in the apiserver's `unknown field "spec.m.k.x"`.
+            item_path = f"{path}.{name}"
             if child is None:
                 if not node.preserve:
                     found.append(item_path)
