@@ -1,0 +1,264 @@
+"""The chart renders, lints strictly, validates as Kubernetes objects and passes the operator the
+flags `feldera-operator run` really has."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+
+from feldera_operator import runner
+
+from .conftest import CHART_DIR, NAMESPACE, RELEASE, ROOT, VALUE_SETS, find, one, render
+
+KUBERNETES_VERSION = "1.33"
+
+
+def test_chart_crds_are_the_top_level_crds_byte_for_byte() -> None:
+    top = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
+    chart = {p.name: p.read_bytes() for p in (CHART_DIR / "crds").glob("*.yaml")}
+    assert top, "no CRDs at the top level"
+    assert chart == top, "helm/feldera-operator/crds/ differs from crds/: copy crds/*.yaml there"
+
+
+def test_chart_metadata() -> None:
+    chart = helm.Chart.load(CHART_DIR)
+    assert chart.metadata["apiVersion"] == "v2"
+    assert chart.metadata["appVersion"] == "0.1.0"
+    assert {c["name"] for c in chart.crds} == {
+        f"crds/{p.name}" for p in (ROOT / "crds").glob("*.yaml")
+    }
+
+
+def test_helm_lint_strict(value_set: tuple[str, dict[str, Any]]) -> None:
+    _, values = value_set
+    report = helm.lint(CHART_DIR, values, strict=True, namespace=NAMESPACE)
+    assert report["errors"] == []
+    # Severity 2 is a warning, 3 an error: `--strict` fails on both. 1 is info.
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_every_object_validates_strictly(value_set: tuple[str, dict[str, Any]]) -> None:
+    _, values = value_set
+    for obj in render(values):
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            # The Prometheus Operator's kind: kubernetes-validate has no schema for it.
+            assert obj["kind"] == "ServiceMonitor"
+            continue
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def test_namespaced_objects_land_in_the_release_namespace_or_a_watched_one(
+    value_set: tuple[str, dict[str, Any]],
+) -> None:
+    _, values = value_set
+    allowed = {NAMESPACE, *values.get("watchNamespaces", [])}
+    for obj in render(values):
+        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            assert "namespace" not in obj["metadata"]
+        else:
+            assert obj["metadata"]["namespace"] in allowed, obj["kind"]
+
+
+# ----------------------------------------------------------------------- the operator's flags
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (c,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def operator_args(values: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> argparse.Namespace:
+    """Parse the rendered command line with `feldera-operator run`'s own parser, in the
+    rendered environment: a flag the operator does not have fails here."""
+    c = container(render(values))
+    assert c["command"] == ["feldera-operator", "run"]
+    for var in c.get("env", []):
+        if "value" in var:
+            monkeypatch.setenv(var["name"], var["value"])
+        else:
+            monkeypatch.setenv(var["name"], "fo-feldera-operator-abc12-xyz34")
+    parser = argparse.ArgumentParser()
+    runner.add_arguments(parser)
+    return parser.parse_args(c["args"])
+
+
+def test_default_values_run_cluster_wide_with_json_logs_and_metrics(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    args = operator_args({}, monkeypatch)
+    config = runner.config_from_args(args)
+    assert config.namespaces == ()
+    assert config.default_url is None and config.default_api_key is None
+    assert args.log_format == "json"
+    assert args.liveness == "http://0.0.0.0:8080/healthz"
+    assert config.metrics_port == 9090
+    assert config.leader_election is None
+    assert config.period == 10
+
+
+def test_default_instance_and_its_secret_in_the_release_namespace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = runner.config_from_args(operator_args(VALUE_SETS["namespaced"], monkeypatch))
+    assert config.default_url == "http://feldera-api-server.feldera.svc:8080"
+    assert config.default_api_key is not None
+    key = config.default_api_key
+    assert (key.namespace, key.name, key.key) == (NAMESPACE, "feldera-api-key", "token")
+    assert config.namespaces == ("team-a", "team-b")
+
+
+def test_replicas_compete_for_a_lease_named_after_the_release(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = runner.config_from_args(operator_args({"replicas": 3}, monkeypatch))
+    election = config.leader_election
+    assert election is not None
+    assert (election.namespace, election.name) == (NAMESPACE, f"{RELEASE}-feldera-operator")
+    assert election.identity == "fo-feldera-operator-abc12-xyz34"  # the pod's name
+    assert election.lease_duration == 15
+    one_replica = runner.config_from_args(
+        operator_args({"leaderElection": {"enabled": True}}, monkeypatch)
+    )
+    assert one_replica.leader_election is not None
+
+
+def test_metrics_off_serves_no_metrics_and_renders_no_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    values = VALUE_SETS["metrics-off"]
+    # The operator serves metrics unless told port 0, so "off" must say so.
+    assert runner.config_from_args(operator_args(values, monkeypatch)).metrics_port == 0
+    objects = render(values)
+    assert find(objects, "Service") == []
+    assert "metrics" not in {p["name"] for p in container(objects)["ports"]}
+    monitored = copy.deepcopy(VALUE_SETS["monitoring"])
+    monitored["metrics"]["enabled"] = False
+    assert find(render(monitored), "ServiceMonitor") == []
+
+
+def test_metrics_service_and_service_monitor() -> None:
+    objects = render(VALUE_SETS["monitoring"])
+    service = one(objects, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+
+
+def test_network_policy_admits_probes_and_the_listed_scrapers() -> None:
+    policy = one(render(VALUE_SETS["monitoring"]), "NetworkPolicy")
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    health, metrics = spec["ingress"]
+    assert health == {"ports": [{"port": "health", "protocol": "TCP"}]}
+    assert metrics["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert metrics["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+    assert spec["egress"] == VALUE_SETS["monitoring"]["networkPolicy"]["egress"]
+    ingress_only = render({"networkPolicy": {"enabled": True}})
+    assert one(ingress_only, "NetworkPolicy")["spec"]["policyTypes"] == ["Ingress"]
+    assert find(render({}), "NetworkPolicy") == []
+
+
+def test_pod_disruption_budget_only_with_several_replicas() -> None:
+    assert find(render({}), "PodDisruptionBudget") == []
+    assert find(render({"leaderElection": {"enabled": True}}), "PodDisruptionBudget") == []
+    budget = one(render({"replicas": 3}), "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+
+
+def test_a_single_unelected_replica_is_replaced_not_rolled() -> None:
+    # Two pods without leader election would both act on Feldera during a rolling update.
+    assert one(render({}), "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    assert one(render({"replicas": 3}), "Deployment")["spec"]["strategy"]["type"] == (
+        "RollingUpdate"
+    )
+
+
+def test_restricted_pod_security(value_set: tuple[str, dict[str, Any]]) -> None:
+    _, values = value_set
+    objects = render(values)
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    c = container(objects)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert {v["name"]: v for v in pod["volumes"]}["tmp"]["emptyDir"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
+    assert c["resources"]["requests"] and c["resources"]["limits"]
+
+
+# ----------------------------------------------------------------------- values.schema.json
+
+BAD_VALUES: dict[str, dict[str, Any]] = {
+    "unknown top-level key": {"replica": 2},
+    "unknown nested key": {"feldera": {"apiKey": "plaintext"}},
+    "unknown secret-ref key": {"feldera": {"apiKeySecret": {"name": "k", "key": "a", "ns": "x"}}},
+    "zero replicas": {"replicas": 0},
+    "replicas as text": {"replicas": "3"},
+    "log format": {"logFormat": "xml"},
+    "namespace not a DNS label": {"watchNamespaces": ["Team_A"]},
+    "duplicate namespaces": {"watchNamespaces": ["a", "a"]},
+    "namespaces as a string": {"watchNamespaces": "a,b"},
+    "url without scheme": {"feldera": {"url": "feldera:8080"}},
+    "secret name": {"feldera": {"apiKeySecret": {"name": "Bad Name", "key": "apiKey"}}},
+    "secret key": {"feldera": {"apiKeySecret": {"name": "k", "key": "a/b"}}},
+    "zero period": {"period": 0},
+    "metrics on the health port": {"metrics": {"port": 8080}},
+    "metrics port out of range": {"metrics": {"port": 70000}},
+    "scrape interval": {"metrics": {"serviceMonitor": {"interval": "often"}}},
+    "short lease": {"leaderElection": {"leaseDuration": 1}},
+    "pull policy": {"image": {"pullPolicy": "Sometimes"}},
+}
+
+
+@pytest.mark.parametrize("values", BAD_VALUES.values(), ids=BAD_VALUES.keys())
+def test_schema_rejects_bad_values(values: dict[str, Any]) -> None:
+    chart = helm.Chart.load(CHART_DIR)
+    with pytest.raises(helm.HelmError):
+        chart.validate_schema(chart.merge_values(values))
+    with pytest.raises(helm.HelmError):
+        render(values)
+
+
+def test_schema_accepts_every_value_set_and_the_defaults(
+    value_set: tuple[str, dict[str, Any]],
+) -> None:
+    chart = helm.Chart.load(CHART_DIR)
+    chart.validate_schema(chart.merge_values(value_set[1]))
+
+
+def test_schema_is_strict_everywhere_the_chart_owns_the_shape() -> None:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        if node.get("type") == "object" and "properties" in node:
+            assert node.get("additionalProperties") is False, path
+            for key, child in node["properties"].items():
+                walk(child, f"{path}.{key}")
+
+    walk(schema, "values")
+    values_keys = set(helm.Chart.load(CHART_DIR).values)
+    assert values_keys <= set(schema["properties"]), values_keys - set(schema["properties"])
+
+
+def test_values_file_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for key in ("feldera.url", "feldera.apiKeySecret", "watchNamespaces", "replicas", "metrics"):
+        assert f"`{key}" in readme, key

@@ -1,0 +1,121 @@
+"""RBAC holds exactly what the operator and kopf call, in the scope they call it, and no more."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .conftest import NAMESPACE, RELEASE, VALUE_SETS, find, render
+
+FULLNAME = f"{RELEASE}-feldera-operator"
+
+# (apiGroup, resource) -> verbs, for a served namespace (or all of them).
+SERVED = {
+    ("feldera.dev", "felderapipelines"): {"list", "watch", "patch"},
+    ("feldera.dev", "felderainstances"): {"list", "watch"},
+    ("feldera.dev", "felderapipelines/status"): {"patch"},
+    ("feldera.dev", "felderainstances/status"): {"patch"},
+    ("", "secrets"): {"get"},
+    ("", "events"): {"create"},
+}
+CRDS = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
+NAMESPACES = {("", "namespaces"): {"list", "watch"}}
+
+
+def grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    """Unrestricted grants (rules with resourceNames are returned by `named_grants`)."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        if rule.get("resourceNames"):
+            continue
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+def named_grants(role: dict[str, Any]) -> dict[tuple[str, str, str], set[str]]:
+    out: dict[tuple[str, str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for name in rule.get("resourceNames", []):
+                    out.setdefault((group, resource, name), set()).update(rule["verbs"])
+    return out
+
+
+def roles(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return find(objects, "Role") + find(objects, "ClusterRole")
+
+
+def test_no_wildcards_and_no_secret_list_or_watch(value_set: tuple[str, dict[str, Any]]) -> None:
+    _, values = value_set
+    for role in roles(render(values)):
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+                assert "*" not in rule.get(field, []), (role["metadata"]["name"], rule)
+            if "secrets" in rule["resources"]:
+                assert rule["verbs"] == ["get"], rule
+            assert not {"escalate", "bind", "impersonate", "delete", "deletecollection"} & set(
+                rule["verbs"]
+            ), rule
+
+
+def test_all_namespaces_one_cluster_role_with_exactly_what_is_used() -> None:
+    objects = render({})
+    (role,) = roles(objects)
+    assert role["kind"] == "ClusterRole"
+    assert grants(role) == SERVED | CRDS
+    (binding,) = find(objects, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
+    ]
+    assert find(objects, "RoleBinding") == []
+
+
+def test_listed_namespaces_a_role_in_each_and_only_cluster_scoped_reads_cluster_wide() -> None:
+    objects = render(VALUE_SETS["namespaced"])
+    by_namespace = {r["metadata"]["namespace"]: r for r in find(objects, "Role")}
+    assert set(by_namespace) == {"team-a", "team-b", NAMESPACE}
+    for namespace in ("team-a", "team-b"):
+        assert grants(by_namespace[namespace]) == SERVED
+        (binding,) = [
+            b for b in find(objects, "RoleBinding") if b["metadata"]["namespace"] == namespace
+        ]
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": by_namespace[namespace]["metadata"]["name"],
+        }
+        assert binding["subjects"][0]["namespace"] == NAMESPACE
+    # The default instance's Secret lives in the release namespace, which is not served: only
+    # that one Secret is readable there.
+    release_role = by_namespace[NAMESPACE]
+    assert grants(release_role) == {}
+    assert named_grants(release_role) == {("", "secrets", "feldera-api-key"): {"get"}}
+    (cluster_role,) = find(objects, "ClusterRole")
+    assert grants(cluster_role) == CRDS | NAMESPACES
+
+
+def test_lease_rights_only_with_leader_election_and_only_in_the_release_namespace() -> None:
+    assert [r for r in find(render({}), "Role")] == []
+    for values in ({"replicas": 3}, {"leaderElection": {"enabled": True}}):
+        objects = render(values)
+        (role,) = find(objects, "Role")
+        assert role["metadata"]["namespace"] == NAMESPACE
+        # create cannot be restricted by name (the object does not exist yet); the rest is.
+        assert grants(role) == {("coordination.k8s.io", "leases"): {"create"}}
+        assert named_grants(role) == {
+            ("coordination.k8s.io", "leases", FULLNAME): {"get", "update"}
+        }
+        (binding,) = find(objects, "RoleBinding")
+        assert binding["roleRef"]["name"] == role["metadata"]["name"]
+        for cluster_role in find(objects, "ClusterRole"):
+            assert ("coordination.k8s.io", "leases") not in grants(cluster_role)
+
+
+def test_rbac_can_be_left_to_the_cluster_admin() -> None:
+    objects = render({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "x"}})
+    assert {o["kind"] for o in objects} == {"Deployment", "Service"}
+    pod = find(objects, "Deployment")[0]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "x"
