@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import bisect
 import hashlib
 import json
 import logging
@@ -810,8 +811,6 @@ class KubernetesEmulator:
         limit = int(query.get("limit", "0") or 0)
         keys = sorted(collection.objects)
         if start is not None:
-            import bisect
-
             keys = keys[bisect.bisect_right(keys, start) :]
         items: list[Obj] = []
         meta: Obj = {"resourceVersion": str(self.store.rv)}
@@ -825,7 +824,8 @@ class KubernetesEmulator:
                 last = items[-1]["metadata"]
                 token = {"rv": self.store.rv, "start": [last.get("namespace", ""), last["name"]]}
                 meta["continue"] = base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
-                meta["remainingItemCount"] = len(keys) - index
+                if "labelSelector" not in query and "fieldSelector" not in query:
+                    meta["remainingItemCount"] = len(keys) - index
                 break
             items.append(obj)
         if fmt.kind == "table":
@@ -919,8 +919,8 @@ class KubernetesEmulator:
             if chunk:
                 await response.write(b"".join(chunk))
             await self._stream(response, target, watcher, fmt, timeout, bookmarks)
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the client went away: nothing to answer
         finally:
             collection.watchers.discard(watcher)
         return response
