@@ -321,108 +321,19 @@ _CEL_FUNCTIONS: dict[str, Callable[..., Any]] = {
 # Names a rule may call: the CEL standard, the macros, Kubernetes' libraries (some of which
 # are not implemented here and fail at evaluation, not at compile time).
 _CEL_KNOWN_FUNCTIONS = frozenset(
-    {
-        "size",
-        "matches",
-        "contains",
-        "startsWith",
-        "endsWith",
-        "has",
-        "all",
-        "exists",
-        "exists_one",
-        "map",
-        "filter",
-        "int",
-        "uint",
-        "double",
-        "string",
-        "bytes",
-        "bool",
-        "type",
-        "dyn",
-        "duration",
-        "timestamp",
-        "getDate",
-        "getDayOfMonth",
-        "getDayOfWeek",
-        "getDayOfYear",
-        "getFullYear",
-        "getHours",
-        "getMilliseconds",
-        "getMinutes",
-        "getMonth",
-        "getSeconds",
-        "quote",
-        "format",
-        "url",
-        "isURL",
-        "getScheme",
-        "getHost",
-        "getHostname",
-        "getPort",
-        "getEscapedPath",
-        "getQuery",
-        "ip",
-        "isIP",
-        "cidr",
-        "isCIDR",
-        "quantity",
-        "isQuantity",
-        "family",
-        "isLoopback",
-        "containsIP",
-        "containsCIDR",
-        "prefixLength",
-        "masked",
-        "compareTo",
-        "isLessThan",
-        "isGreaterThan",
-        "add",
-        "sub",
-        "asInteger",
-        "asApproximateFloat",
-        "isInteger",
-        "sign",
-        "semver",
-        "isSemver",
-        "major",
-        "minor",
-        "patch",
-        "optional",
-        "orValue",
-        "hasValue",
-        "value",
-        "of",
-        "none",
-        "ofNonZeroValue",
-        "flatten",
-        "sort",
-        "slice",
-        "distinct",
-        "range",
-        "first",
-        "last",
-        "lists",
-        "sets",
-        "math",
-        "abs",
-        "ceil",
-        "floor",
-        "round",
-        "greatest",
-        "least",
-        "base64",
-        "encode",
-        "decode",
-        "strings",
-        "transformList",
-        "transformMap",
-        "transformMapEntry",
-        "existsOne",
-    }
-    | set(_CEL_FUNCTIONS)
-)
+    """
+    size matches contains startsWith endsWith has all exists exists_one map filter int
+    uint double string bytes bool type dyn duration timestamp getDate getDayOfMonth
+    getDayOfWeek getDayOfYear getFullYear getHours getMilliseconds getMinutes getMonth
+    getSeconds quote format url isURL getScheme getHost getHostname getPort
+    getEscapedPath getQuery ip isIP cidr isCIDR quantity isQuantity family isLoopback
+    containsIP containsCIDR prefixLength masked compareTo isLessThan isGreaterThan add
+    sub asInteger asApproximateFloat isInteger sign semver isSemver major minor patch
+    optional orValue hasValue value of none ofNonZeroValue flatten sort slice distinct
+    range first last lists sets math abs ceil floor round greatest least base64 encode
+    decode strings transformList transformMap transformMapEntry existsOne
+    """.split()
+) | frozenset(_CEL_FUNCTIONS)
 _CEL_ITERATORS = re.compile(
     r"\.\s*(?:all|exists|exists_one|existsOne|map|filter|transformList|transformMap)\(\s*"
     r"([A-Za-z_]\w*)\s*(?:,\s*([A-Za-z_]\w*)\s*)?,"
