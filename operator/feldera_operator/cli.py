@@ -45,6 +45,11 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_arguments(
         sub.add_parser("demo", help="Run the operator end to end on the embedded emulators.")
     )
+    from feldera_operator import bench
+
+    bench.add_arguments(
+        sub.add_parser("bench", help="Measure reaction time, API load and memory at scale.")
+    )
     return parser
 
 
@@ -70,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from feldera_operator import demo
 
         return demo.main(args)
+    if args.command == "bench":
+        from feldera_operator import bench
+
+        return bench.main(args)
     raise AssertionError(args.command)
 
 
