@@ -399,6 +399,16 @@ def test_kubectl_explain_reads_the_crd_schema(crd_cluster: Cluster) -> None:
     assert "pipelineName" in out and "inputs" in out
 
 
+def test_kubectl_applies_the_project_crds_and_explains_them(cluster: Cluster) -> None:
+    crds = Path(__file__).parents[2] / "crds"
+    if not crds.is_dir():
+        pytest.skip("the project's CRDs are not generated yet")
+    cluster.kubectl("apply", "-f", str(crds))
+    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=20s")
+    out = cluster.kubectl("explain", "felderapipeline.spec").stdout
+    assert "KIND:       FelderaPipeline" in out and "inputs" in out
+
+
 def test_kubectl_wait_for_ready_condition_set_through_status(crd_cluster: Cluster) -> None:
     crd_cluster.api.create(BASE, pipeline("waits"))
     waiter = subprocess.Popen(

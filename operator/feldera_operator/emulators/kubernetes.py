@@ -40,6 +40,8 @@ What it does not do:
   are deleted (each honouring its own finalizers) and it goes once it is empty, as with the
   apiserver's controllers, but synchronously, within the DELETE request.
 - Paginated lists (`limit` / `continue`) read the current state, not a snapshot.
+- Field selectors on built-in kinds accept any field path (the apiserver a few per kind);
+  custom resources accept metadata.name, metadata.namespace and the CRD's selectableFields.
 """
 
 from __future__ import annotations
