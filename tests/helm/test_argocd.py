@@ -121,6 +121,16 @@ def test_health(kind: str, case: tuple[dict[str, Any], str, str]) -> None:
     assert health(SCRIPTS[kind], copy.deepcopy(obj)) == (status, message)
 
 
+def test_both_kinds_run_one_logic() -> None:
+    """Argo CD takes one script per kind; both kinds' conditions mean the same, so the scripts
+    differ only in their header comment."""
+
+    def body(script: Path) -> list[str]:
+        return [line for line in script.read_text().splitlines() if not line.startswith("--")]
+
+    assert body(SCRIPTS["FelderaPipeline"]) == body(SCRIPTS["FelderaInstance"])
+
+
 def test_a_resource_without_generation_is_judged_by_its_conditions() -> None:
     obj = resource("FelderaPipeline", READY)
     del obj["metadata"]["generation"]
