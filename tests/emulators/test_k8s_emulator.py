@@ -603,6 +603,25 @@ def test_kubectl_applies_chart_like_built_in_manifests_both_ways_and_deletes_the
     assert deleted.count("deleted") == 9
 
 
+def test_a_kind_without_its_crd_is_refused_as_kubectl_reports_it_then_served_once_installed(
+    cluster: Cluster,
+) -> None:
+    monitor = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "op"},
+        "spec": {"endpoints": [{"port": "metrics"}], "selector": {"matchLabels": {"a": "b"}}},
+    }
+    refused = cluster.kubectl("apply", "-f", "-", stdin=json.dumps(monitor), check=False)
+    assert refused.returncode != 0
+    assert 'no matches for kind "ServiceMonitor" in version "monitoring.coreos.com/v1"' in (
+        refused.stderr
+    )
+    cluster.kubectl("apply", "-f", str(FIXTURES / "servicemonitor-crd.yaml"))
+    out = cluster.kubectl("apply", "-f", "-", stdin=json.dumps(monitor)).stdout
+    assert "servicemonitor.monitoring.coreos.com/op created" in out
+
+
 def test_deletecollection_deletes_what_the_selector_selects(crd_cluster: Cluster) -> None:
     for name, team in [("d1", "web"), ("d2", "web"), ("d3", "db")]:
         obj = pipeline(name)

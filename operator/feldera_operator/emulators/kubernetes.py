@@ -21,8 +21,9 @@ counters and fault injection for tests.
 What it does not do:
 - Protobuf, except the bodies `kubectl create secret|configmap|namespace|serviceaccount` send
   (k8s_protobuf; answers are JSON, which kubectl accepts; other protobuf gets 406 / 415).
-- Aggregated discovery (legacy discovery is served and clients fall back to it), OpenAPI v2
-  (404), OpenAPI schemas of built-in kinds (`kubectl explain` works for CRDs only).
+- Aggregated discovery (legacy discovery is served and clients fall back to it); OpenAPI v2 is
+  an empty document; built-in kinds have OpenAPI paths but no schemas (`kubectl explain` works
+  for CRDs only).
 - Server-side apply tracks the fields of apply managers only (in memory, by uid; `managedFields`
   is never written): it reports conflicts between apply managers (`force` takes the fields
   over) and removes what a manager stops applying unless another apply manager applies it.
@@ -668,6 +669,15 @@ class KubernetesEmulator:
         return data
 
     def _openapi(self, request: web.Request, parts: list[str]) -> web.Response:
+        if parts == ["v2"]:
+            # kubectl falls back to OpenAPI v2 (asked for as protobuf only) when a kind is in no
+            # v3 document; a 404 or JSON there would hide the real error ("no matches for
+            # kind ..."). An empty document - `swagger: "2.0"` (field 1) and nothing else - lets
+            # it get there.
+            return web.Response(
+                body=b"\x0a\x032.0",
+                content_type="application/octet-stream",
+            )
         if parts[:1] != ["v3"]:
             raise ApiError(404, "the server could not find the requested resource")
         if len(parts) == 1:
