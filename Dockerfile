@@ -5,7 +5,7 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
-RUN pip install --no-cache-dir --disable-pip-version-check build==1.3.0
+RUN pip install --no-cache-dir --disable-pip-version-check build==1.6.1
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 RUN python -m build --wheel --outdir /dist

@@ -221,10 +221,9 @@ def test_operator_uses_exactly_the_rbac_the_chart_grants(
             lambda: client.operator_counts()["update leases"], timeout=10, what="lease renewed"
         )
 
-        used = set(client.operator_counts())
-        print("the operator's requests:", dict(client.operator_counts()))
-        granted = granted_verbs(objects)
-        assert used <= granted, f"called without a grant: {sorted(used - granted)}"
-        assert granted <= used, f"granted but never called: {sorted(granted - used)}"
+        counts = client.operator_counts()
+        used, granted = set(counts), granted_verbs(objects)
+        assert used <= granted, f"called without a grant: {sorted(used - granted)} ({counts})"
+        assert granted <= used, f"granted but never called: {sorted(granted - used)} ({counts})"
     finally:
         sb.stop()

@@ -98,7 +98,7 @@ def test_listed_namespaces_a_role_in_each_and_only_cluster_scoped_reads_cluster_
 
 
 def test_lease_rights_only_with_leader_election_and_only_in_the_release_namespace() -> None:
-    assert [r for r in find(render({}), "Role")] == []
+    assert find(render({}), "Role") == []
     for values in ({"replicas": 3}, {"leaderElection": {"enabled": True}}):
         objects = render(values)
         (role,) = find(objects, "Role")
