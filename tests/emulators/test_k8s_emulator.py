@@ -1086,6 +1086,13 @@ def test_request_counts_and_injected_faults(crd_cluster: Cluster) -> None:
     )
     assert crd_cluster.api.request("DELETE", "/_emulator/requests").status == 200
     assert crd_cluster.emulator.request_counts() == {}
+    crd_cluster.emulator.inject_fault("get", "testpipelines", 0, count=1, delay=0.3)
+    started = time.monotonic()
+    assert crd_cluster.api.request("GET", f"{BASE}/counted").status == 200
+    assert time.monotonic() - started >= 0.3
+    crd_cluster.emulator.inject_fault("*", "*", 500, count=5)
+    assert crd_cluster.api.request("DELETE", "/_emulator/faults").status == 200
+    assert crd_cluster.api.request("GET", f"{BASE}/counted").status == 200
 
 
 # --- another real client -----------------------------------------------------------------------

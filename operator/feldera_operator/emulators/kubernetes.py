@@ -251,8 +251,9 @@ class Target:
 class Fault:
     verb: str
     resource: str
-    status: int
+    status: int  # 0: answer normally (after the delay)
     remaining: int
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -379,10 +380,16 @@ class KubernetesEmulator:
     def reset_counts(self) -> None:
         self._counts.clear()
 
-    def inject_fault(self, verb: str, resource: str, status: int, count: int = 1) -> None:
+    def inject_fault(
+        self, verb: str, resource: str, status: int, count: int = 1, *, delay: float = 0.0
+    ) -> None:
         """Fail the next `count` requests of `verb` on `resource` (e.g. "patch",
-        "felderapipelines/status") with `status`; "*" matches any verb or resource."""
-        self._faults.append(Fault(verb, resource, status, count))
+        "felderapipelines/status") with `status`; "*" matches any verb or resource.
+
+        `delay` seconds pass before the answer; with `status` 0 the request then proceeds as
+        usual (a slow server rather than a failing one).
+        """
+        self._faults.append(Fault(verb, resource, status, count, delay))
 
     def clear_faults(self) -> None:
         self._faults.clear()
@@ -516,7 +523,7 @@ class KubernetesEmulator:
         if target.subresource and verb not in ("get", "update", "patch"):
             raise ApiError(405, "the server does not allow this method on a subresource")
         self._counts[f"{verb} {target.counter}"] += 1
-        self._apply_faults(verb, target)
+        await self._apply_faults(verb, target)
         if verb in ("get", "list", "watch"):
             fmt = _negotiate(request.headers.get("Accept", ""))
             if verb == "get":
@@ -563,13 +570,17 @@ class KubernetesEmulator:
         except (ValueError, yaml.YAMLError) as exc:
             raise _bad_request(f"the body of the request could not be decoded: {exc}") from None
 
-    def _apply_faults(self, verb: str, target: Target) -> None:
+    async def _apply_faults(self, verb: str, target: Target) -> None:
         for fault in self._faults:
             if fault.remaining <= 0:
                 continue
             if fault.verb not in ("*", verb) or fault.resource not in ("*", target.counter):
                 continue
             fault.remaining -= 1
+            if fault.delay > 0:
+                await asyncio.sleep(fault.delay)
+            if not fault.status:
+                return
             name = target.name or ""
             if fault.status == 409:
                 raise _conflict(target.rt, name)
@@ -594,8 +605,9 @@ class KubernetesEmulator:
                 self.inject_fault(
                     str(spec["verb"]),
                     str(spec["resource"]),
-                    int(spec["status"]),
+                    int(spec.get("status", 0)),
                     int(spec.get("count", 1)),
+                    delay=float(spec.get("delay", 0.0)),
                 )
             elif request.method == "DELETE":
                 self.clear_faults()
