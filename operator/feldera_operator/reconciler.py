@@ -152,6 +152,9 @@ class Reconciler:
         generation = _int(meta.get("generation")) or 1
         if generation != record.generation or (record.spec is None and not record.spec_error):
             self._load_spec(record, body, generation)
+        if record.ready_generation is None and _ready_for(record.status, generation):
+            # Ready before this process started: a difference found now is drift, not a change.
+            record.ready_generation = generation
         instance = self._ensure_instance(record.instance)
 
         if not self.leading.is_set():
@@ -715,6 +718,16 @@ def _result(decision: d.Decision, failure: d.Problem | None) -> str:
     if reason in d.STALLED_REASONS:
         return "stalled"
     return "converged" if decision.ready and failure is None else "progressing"
+
+
+def _ready_for(status: Mapping[str, Any], generation: int) -> bool:
+    return status.get("observedGeneration") == generation and any(
+        isinstance(c, Mapping)
+        and c.get("type") == "Ready"
+        and c.get("status") == "True"
+        and c.get("observedGeneration") == generation
+        for c in status.get("conditions") or []
+    )
 
 
 def _action_reason(action: d.Action) -> str:

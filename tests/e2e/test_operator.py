@@ -19,6 +19,7 @@ from .conftest import (
     condition,
     connector_entry,
     is_ready,
+    operator_defaults,
     pipeline_manifest,
     start_sandbox,
     unique,
@@ -46,19 +47,27 @@ def standard(name: str, *, live: bool = True, **spec: object) -> dict[str, objec
     )
 
 
-def test_examples_apply_as_they_are_and_declared_paused_connector_is_paused(e2e: E2E) -> None:
-    e2e.create_pipeline("orders", (EXAMPLES_DIR / "orders.sql").read_text())
-    e2e.sb.kubectl("apply", "-f", str(EXAMPLES_DIR))
-    # kubectl wait returns only for Ready=True of the current generation.
-    e2e.sb.kubectl("wait", "--for=condition=Ready", "--timeout=30s", "fpl/orders")
-    obj = e2e.get("orders")
-    live = connector_entry(obj, "orders", "live")
-    assert live is not None
-    assert live["state"] == "Paused" and live["active"] is False and live["declared"] is True
-    assert e2e.flags("orders")["orders.live"] is True
-    assert e2e.pipeline("orders")["deployment_status"] == "Running"
-    e2e.sb.kubectl("wait", "--for=condition=Ready", "--timeout=30s", "fi/local")
-    assert e2e.sb.kubectl_json("get", "fi", "local")["status"]["version"] == "0.369.0"
+def test_examples_apply_as_they_are_and_declared_paused_connector_is_paused(
+    tmp_path: Path,
+) -> None:
+    # Its own sandbox, with Feldera listening where the examples' FelderaInstance points.
+    sb = start_sandbox(tmp_path, examples=True)
+    try:
+        e2e = E2E(sb)
+        e2e.create_pipeline("orders", (EXAMPLES_DIR / "orders.sql").read_text())
+        sb.kubectl("apply", "-f", str(EXAMPLES_DIR))
+        # kubectl wait returns only for Ready=True of the current generation.
+        sb.kubectl("wait", "--for=condition=Ready", "--timeout=30s", "fpl/orders")
+        obj = e2e.get("orders")
+        live = connector_entry(obj, "orders", "live")
+        assert live is not None
+        assert live["state"] == "Paused" and live["active"] is False and live["declared"] is True
+        assert e2e.flags("orders")["orders.live"] is True
+        assert e2e.pipeline("orders")["deployment_status"] == "Running"
+        sb.kubectl("wait", "--for=condition=Ready", "--timeout=30s", "fi/local")
+        assert sb.kubectl_json("get", "fi", "local")["status"]["version"] == "0.369.0"
+    finally:
+        sb.stop()
 
 
 def test_unpausing_a_connector_starts_it_and_active_follows_the_pipeline(e2e: E2E) -> None:
@@ -326,3 +335,18 @@ def test_converged_steady_state_makes_no_actions_and_no_writes(tmp_path: Path) -
         assert writes == {}, writes
     finally:
         sb.stop()
+
+
+def test_drift_while_the_operator_was_down_is_corrected_as_drift_on_start(e2e: E2E) -> None:
+    name = unique("down")
+    e2e.create_pipeline(name)
+    e2e.apply(standard(name))
+    e2e.wait_ready(name)
+    e2e.sb.operators[-1].stop()
+    e2e.feldera("POST", f"/v0/pipelines/{name}/tables/orders/connectors/backfill/pause")
+    e2e.sb.start_operator(*operator_defaults(e2e.sb))
+    e2e.wait(lambda: e2e.flags(name)["orders.backfill"] is False, "backfill started again")
+    e2e.wait(
+        lambda: any(e["reason"] == "DriftCorrected" for e in e2e.events(name)),
+        "a DriftCorrected Event (not a plain ConnectorStarted)",
+    )
