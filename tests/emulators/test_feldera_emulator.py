@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
+
 from feldera_operator.emulators import feldera as emu_module
 from feldera_operator.emulators.feldera import (
     ROUTE_INPUT_CONNECTOR_ACTION,

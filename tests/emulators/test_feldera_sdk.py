@@ -15,6 +15,7 @@ from feldera import FelderaClient, PipelineBuilder  # type: ignore[import-untype
 from feldera.enums import PipelineStatus  # type: ignore[import-untyped]
 from feldera.rest.errors import FelderaAPIError  # type: ignore[import-untyped]
 from feldera.stats import PipelineStatistics  # type: ignore[import-untyped]
+
 from feldera_operator.emulators.feldera import (
     ROUTE_INPUT_CONNECTOR_ACTION,
     FelderaEmulator,
