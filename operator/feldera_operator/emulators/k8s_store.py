@@ -149,9 +149,9 @@ class Store:
     def collection(self, key: tuple[str, str]) -> Collection:
         found = self._collections.get(key)
         if found is None:
+            # A new collection has had no events, so its history is complete from rv 0: a watch
+            # may resume from any resourceVersion, even one read from another type's list.
             found = self._collections[key] = Collection(self.history_size)
-            # A collection made after writes elsewhere holds everything since the current rv.
-            found.history.floor = 0
         return found
 
     def collections(self) -> Iterator[Collection]:
