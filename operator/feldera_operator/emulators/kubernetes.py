@@ -292,11 +292,16 @@ def _negotiate(accept: str) -> Format:
 class KubernetesEmulator:
     """An in-memory Kubernetes API server. `await start()` returns its base URL.
 
+    Options: `history_size` events of watch history kept per resource type (older resumes get
+    410 Expired); `bookmark_interval` seconds of idleness before a BOOKMARK on watches that allow
+    them; `default_watch_timeout` for watches without timeoutSeconds; `log_requests`.
+
     Test hooks: `request_counts()` / `reset_counts()` (also GET / DELETE `/_emulator/requests`),
     keyed "VERB resource[/subresource]" with VERB one of get, list, watch, create, update, patch,
     delete, deletecollection (e.g. "patch felderapipelines/status"); `inject_fault(verb, resource,
-    status, count)` (also POST / DELETE `/_emulator/faults`) makes the next `count` matching
-    requests fail with `status` before they touch the store.
+    status, count, delay=0)` (also POST `/_emulator/faults` with that JSON, DELETE to clear)
+    makes the next `count` matching requests fail with `status` before they touch the store;
+    `objects(group, plural)` reads the store directly.
     """
 
     def __init__(
