@@ -9,6 +9,7 @@ and the connectors' status after each step. Exits 0 when every step converged.
 from __future__ import annotations
 
 import argparse
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +45,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Leave everything running at the end, until Ctrl-C, to try kubectl by hand.",
     )
+
+
+def _require_free_port(port: int) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise RuntimeError(
+                f"port {port} is in use; the demo's Feldera emulator listens there because "
+                "examples/feldera-instance.yaml points the FelderaInstance at it"
+            ) from None
 
 
 def _example_api_key() -> str:
@@ -94,6 +107,7 @@ class Demo:
     def run(self) -> None:
         sb = self.sb
         self.step("Start the Kubernetes API emulator, the Feldera emulator and the operator")
+        _require_free_port(EXAMPLE_FELDERA_PORT)
         sb.start_kubernetes()
         sb.start_feldera("--api-key", self.api_key, "--delay", "0.3", port=EXAMPLE_FELDERA_PORT)
         print(f"Kubernetes API: {sb.kube_url}   Feldera API: {sb.feldera_url}")

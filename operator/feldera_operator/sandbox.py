@@ -81,15 +81,19 @@ class Process:
 
     def wait_for_log(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
         regex = re.compile(pattern)
+        exited = False
 
-        def check() -> re.Match[str] | None:
-            if self.popen.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.popen.returncode}:\n{self.log_text()[-3000:]}"
-                )
-            return regex.search(self.log_text())
+        def check() -> re.Match[str] | bool | None:
+            nonlocal exited
+            exited = self.popen.poll() is not None
+            return regex.search(self.log_text()) or exited
 
-        result: re.Match[str] = wait_for(check, timeout=timeout, what=f"{self.name}: {pattern}")
+        result = wait_for(check, timeout=timeout, what=f"{self.name}: {pattern}")
+        if not isinstance(result, re.Match):
+            # Exited before saying it: no point waiting out the deadline.
+            raise RuntimeError(
+                f"{self.name} exited with {self.popen.returncode}:\n{self.log_text()[-3000:]}"
+            )
         return result
 
     @property
