@@ -1,0 +1,227 @@
+"""Fault-suite fixtures: one sandbox (both emulators, the real operator) shared by the modules.
+
+Tests here run one at a time and undo what they inject: after each test every Feldera and
+Kubernetes fault is cleared and the Feldera emulator's settings are put back. At the end the whole
+sandbox is searched for API keys (logs, Events, statuses, metrics) and for tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e.conftest import API_KEY, E2E, PERIOD, SQL, operator_defaults, pipeline_manifest
+from leaks import assert_no_leaks, tracebacks
+
+from feldera_operator.sandbox import Process, Sandbox, condition, http_json
+
+# Distinctive keys (the emulator accepts KEY with the write role and READ_KEY with the read role;
+# WRONG_KEY is no key at all): none of them may show up anywhere.
+KEY = API_KEY
+READ_KEY = "apikey:" + "readonlyKEY" * 11 + "rk0123"
+WRONG_KEY = "apikey:" + "wrongWRONGx" * 11 + "wk0123"
+KEYS = (KEY, READ_KEY, WRONG_KEY)
+REQUEST_TIMEOUT = 1.0  # the operator's --request-timeout in this suite
+
+__all__ = [
+    "KEY",
+    "KEYS",
+    "PERIOD",
+    "READ_KEY",
+    "REQUEST_TIMEOUT",
+    "SQL",
+    "WRONG_KEY",
+    "Faults",
+    "cond_message",
+    "cond_status",
+    "condition",
+    "free_port",
+    "pipeline_manifest",
+    "start_fault_sandbox",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def cond_status(obj: dict[str, Any], ctype: str) -> str | None:
+    c = condition(obj, ctype)
+    return str(c["status"]) if c else None
+
+
+def cond_message(obj: dict[str, Any], ctype: str) -> str:
+    c = condition(obj, ctype)
+    return str(c["message"]) if c else ""
+
+
+def secret_manifest(name: str, key: str, namespace: str = "default") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "stringData": {"apiKey": key},
+    }
+
+
+class Faults(E2E):
+    """The end-to-end verbs, plus the emulators' fault hooks and the operator's health."""
+
+    # Feldera emulator
+    def fault(
+        self,
+        endpoint: str,
+        *,
+        method: str | None = None,
+        status: int | None = None,
+        error_code: str | None = None,
+        latency: float = 0.0,
+        drop: bool = False,
+        count: int = 1,
+    ) -> None:
+        body: dict[str, Any] = {"endpoint": endpoint, "latency": latency, "drop": drop}
+        body["count"] = count
+        if method is not None:
+            body["method"] = method
+        if status is not None:
+            body["status"] = status
+        if error_code is not None:
+            body["error_code"] = error_code
+        self.sb.feldera("POST", "/_emulator/faults", body)
+
+    def settings(self, **values: Any) -> None:
+        self.sb.feldera("PATCH", "/_emulator/settings", values)
+
+    def count(self, key: str) -> int:
+        return self.sb.feldera_counts().get(key, 0)
+
+    # Kubernetes emulator
+    def kube_fault(self, verb: str, resource: str, status: int, count: int = 1) -> None:
+        http_json(
+            self.sb.kube_url,
+            "POST",
+            "/_emulator/faults",
+            {"verb": verb, "resource": resource, "status": status, "count": count},
+        )
+
+    def reset(self) -> None:
+        self.sb.feldera("DELETE", "/_emulator/faults")
+        self.settings(delay=0.0, restore="checkpoint")
+        http_json(self.sb.kube_url, "DELETE", "/_emulator/faults")
+
+    # Kubernetes objects
+    def secret(self, name: str, key: str) -> None:
+        self.sb.kubectl("apply", "-f", "-", input=json.dumps(secret_manifest(name, key)))
+
+    def instance(self, name: str, secret: str | None) -> None:
+        spec: dict[str, Any] = {"url": self.sb.feldera_url}
+        if secret is not None:
+            spec["apiKeySecretRef"] = {"name": secret, "key": "apiKey"}
+        manifest = {
+            "apiVersion": "feldera.dev/v1alpha1",
+            "kind": "FelderaInstance",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": spec,
+        }
+        self.apply(manifest)
+
+    def reason(self, name: str, ctype: str = "Ready") -> str | None:
+        c = condition(self.get(name), ctype)
+        return str(c["reason"]) if c else None
+
+    def wait_reason(
+        self, name: str, reason: str, ctype: str = "Ready", timeout: float = 30
+    ) -> dict[str, Any]:
+        """The resource once `ctype` has `reason` for its current generation."""
+
+        def check() -> dict[str, Any] | None:
+            obj = self.get(name)
+            c = condition(obj, ctype)
+            current = obj["metadata"].get("generation") == (obj.get("status") or {}).get(
+                "observedGeneration"
+            )
+            return obj if c and c.get("reason") == reason and current else None
+
+        result: dict[str, Any] = self.wait(check, f"{name}: {ctype} reason {reason}", timeout)
+        return result
+
+    # The operator
+    @property
+    def operator(self) -> Process:
+        return self.sb.operators[-1]
+
+    def assert_operator_healthy(self) -> None:
+        """The operator still runs, was never restarted by itself, and logged no traceback."""
+        assert self.operator.running, self.operator.log_text()[-3000:]
+        assert self.operator.log_text().count("feldera-operator started") == 1
+        assert not tracebacks(self.sb.operators), self.operator_log()[-5000:]
+
+
+def start_fault_sandbox(
+    workdir: Path,
+    *operator_args: str,
+    feldera_port: int = 0,
+    start_feldera: bool = True,
+    default_url: str | None = None,
+) -> Sandbox:
+    """Both emulators (Feldera with a write key and a read key), the default instance's Secret,
+    and the operator with a short period, a short request timeout and a metrics port."""
+    sb = Sandbox(workdir)
+    try:
+        sb.start_kubernetes()
+        if start_feldera:
+            start_feldera_emulator(sb, port=feldera_port)
+        sb.install_crds()
+        sb.kubectl("apply", "-f", "-", input=json.dumps(secret_manifest("feldera-api-key", KEY)))
+        defaults = operator_defaults(sb)
+        if default_url is not None:
+            defaults[defaults.index("--default-url") + 1] = default_url
+        sb.start_operator(
+            *defaults,
+            "--request-timeout",
+            str(REQUEST_TIMEOUT),
+            "--metrics-port",
+            str(free_port()),
+            *operator_args,
+        )
+    except BaseException:
+        sb.stop()
+        raise
+    return sb
+
+
+def start_feldera_emulator(sb: Sandbox, port: int = 0) -> str:
+    return sb.start_feldera("--api-key", KEY, "--read-api-key", READ_KEY, port=port)
+
+
+def finish(sb: Sandbox) -> None:
+    """Search the sandbox for leaked keys and tracebacks, then stop it (and search its logs)."""
+    try:
+        assert_no_leaks(sb, KEYS)
+        assert not tracebacks(sb.processes), [p.name for p in sb.processes]
+    finally:
+        sb.stop()
+    assert_no_leaks(sb, KEYS, live=False)
+
+
+@pytest.fixture(scope="package")
+def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
+    sb = start_fault_sandbox(tmp_path_factory.mktemp("faults"))
+    yield Faults(sb)
+    finish(sb)
+
+
+@pytest.fixture(autouse=True)
+def _undo_faults(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "faults" in request.fixturenames:
+        f: Faults = request.getfixturevalue("faults")
+        f.reset()
+        f.assert_operator_healthy()

@@ -1,0 +1,97 @@
+"""Credentials and references that are wrong: a reason that says which, Stalled, no crash loop, and
+recovery by fixing the Secret or creating what was missing, never by restarting the operator."""
+
+from __future__ import annotations
+
+import pytest
+from e2e.conftest import unique
+from e2e.test_operator import standard
+
+from .conftest import KEY, READ_KEY, WRONG_KEY, Faults, cond_message, cond_status
+
+pytestmark = pytest.mark.faults
+
+
+def on_instance(f: Faults, instance: str, prefix: str) -> str:
+    name = unique(prefix)
+    f.create_pipeline(name)
+    f.apply(standard(name, instanceRef={"name": instance}))
+    return name
+
+
+def instance_reason(f: Faults, name: str) -> str | None:
+    obj = f.sb.kubectl_json("get", "fi", name)
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return str(c.get("reason"))
+    return None
+
+
+def test_wrong_api_key_is_credentials_rejected_and_fixing_the_secret_recovers(
+    faults: Faults,
+) -> None:
+    faults.secret("wrong-key", WRONG_KEY)
+    faults.instance("wrongkey", "wrong-key")
+    name = on_instance(faults, "wrongkey", "wrongkey")
+    obj = faults.wait_reason(name, "CredentialsRejected")
+    assert cond_status(obj, "Synced") == "False"
+    assert cond_status(obj, "Stalled") == "True"
+    assert "API key" in cond_message(obj, "Ready")
+    faults.wait(lambda: instance_reason(faults, "wrongkey") == "CredentialsRejected", "FI says so")
+
+    faults.secret("wrong-key", KEY)  # the key is rotated; the operator is not restarted
+    faults.wait_ready(name)
+    faults.wait(lambda: instance_reason(faults, "wrongkey") == "Converged", "FI Ready")
+    assert faults.pipeline(name)["deployment_status"] == "Running"
+
+
+def test_read_only_key_is_permission_denied_and_a_write_key_recovers(faults: Faults) -> None:
+    faults.secret("read-key", READ_KEY)
+    faults.instance("readonly", "read-key")
+    name = on_instance(faults, "readonly", "readonly")  # needs a start: a write
+    obj = faults.wait_reason(name, "PermissionDenied")
+    assert cond_status(obj, "Stalled") == "True"
+    assert "403" in cond_message(obj, "Ready") and "write" in cond_message(obj, "Ready")
+    # Reading works with a read key: the status still shows what Feldera reports.
+    assert obj["status"]["state"] == "Stopped"
+    assert faults.pipeline(name)["deployment_status"] == "Stopped"
+    warnings = [e for e in faults.events(name) if e["reason"] == "ActionFailed"]
+    assert warnings and all(e["type"] == "Warning" for e in warnings)
+
+    faults.secret("read-key", KEY)
+    faults.wait_ready(name)
+    assert faults.pipeline(name)["deployment_status"] == "Running"
+
+
+def test_missing_secret_is_secret_not_found_and_creating_it_recovers(faults: Faults) -> None:
+    faults.instance("nosecret", "absent-secret")
+    name = on_instance(faults, "nosecret", "nosecret")
+    obj = faults.wait_reason(name, "SecretNotFound")
+    assert "absent-secret" in cond_message(obj, "Ready")
+    assert cond_status(obj, "Synced") == "False" and cond_status(obj, "Stalled") == "True"
+    faults.wait(lambda: instance_reason(faults, "nosecret") == "SecretNotFound", "FI says so")
+
+    # A Secret without the key named is just as missing.
+    faults.sb.kubectl(
+        "create", "secret", "generic", "absent-secret", "--from-literal=other=nothing-here"
+    )
+    obj = faults.wait(
+        lambda: "no key" in cond_message(faults.get(name), "Ready") and faults.get(name),
+        "the message names the missing key",
+    )
+    assert faults.reason(name) == "SecretNotFound"
+
+    faults.secret("absent-secret", KEY)
+    faults.wait_ready(name)
+
+
+def test_missing_felderainstance_is_instance_not_found_and_creating_it_recovers(
+    faults: Faults,
+) -> None:
+    name = on_instance(faults, "ghost", "ghost")
+    obj = faults.wait_reason(name, "InstanceNotFound")
+    assert "ghost" in cond_message(obj, "Ready")
+    assert cond_status(obj, "Stalled") == "True"
+    faults.secret("ghost-key", KEY)
+    faults.instance("ghost", "ghost-key")
+    faults.wait_ready(name)
