@@ -24,9 +24,10 @@ lint: $(BIN)/feldera-operator
 	$(BIN)/ruff format --check operator tests
 	$(BIN)/mypy
 
-## Regenerate crds/ from the pydantic models.
+## Regenerate crds/ from the pydantic models, and the chart's copy (a test keeps them identical).
 crds: $(BIN)/feldera-operator
 	$(BIN)/feldera-operator crds --output crds
+	$(BIN)/feldera-operator crds --output helm/feldera-operator/crds
 
 clean:
 	rm -rf $(VENV)
