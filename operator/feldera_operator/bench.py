@@ -62,6 +62,7 @@ class BenchConfig:
     period: float = 10.0
     steady_periods: int = 3
     flips: int = 200
+    flip_rate: float = 0.0  # flips per second; 0: the whole batch at once
     seed: int = 1
     workdir: Path | None = None
     keep_workdir: bool = False
@@ -91,6 +92,9 @@ class BenchResult:
     restart_first_pass_s: float = 0.0
     rss_peak_mb: list[float] = field(default_factory=list)  # VmHWM of each operator run
     rss_steady_mb: float = 0.0
+    # The machine's 1-minute load average at the start and at the end: other work on the same
+    # cores (the emulators are part of the run; anything else distorts it).
+    load_average: tuple[float, float] = (0.0, 0.0)
 
     @property
     def steady_feldera_calls_per_period(self) -> float:
@@ -244,12 +248,15 @@ class Flip:
         return (pipeline_name(self.pipeline), TABLE, f"c{self.connector}", self.action)
 
 
-async def _send_flips(sb: Sandbox, flips: list[Flip]) -> list[Flip]:
-    """JSON-patch each flip's `paused` field; returns the flips with their send times."""
+async def _send_flips(sb: Sandbox, flips: list[Flip], rate: float = 0.0) -> list[Flip]:
+    """JSON-patch each flip's `paused` field, all at once or `rate` per second; returns the flips
+    with their send times."""
     base = f"{sb.kube_url}/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/felderapipelines"
     sent: list[Flip] = []
 
-    async def one(session: aiohttp.ClientSession, flip: Flip) -> None:
+    async def one(session: aiohttp.ClientSession, flip: Flip, at: float) -> None:
+        if at:
+            await asyncio.sleep(at - time.monotonic())
         patch = [
             {"op": "replace", "path": f"/spec/inputs/{flip.connector}/paused", "value": flip.paused}
         ]
@@ -264,7 +271,11 @@ async def _send_flips(sb: Sandbox, flips: list[Flip]) -> list[Flip]:
         )
 
     async with aiohttp.ClientSession() as session:
-        await _bounded((one(session, f) for f in flips), FLIP_CONCURRENCY)
+        if rate > 0:
+            start = time.monotonic()
+            await asyncio.gather(*(one(session, f, start + k / rate) for k, f in enumerate(flips)))
+        else:
+            await _bounded((one(session, f, 0.0) for f in flips), FLIP_CONCURRENCY)
     return sent
 
 
@@ -362,6 +373,7 @@ def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> B
     # One list of P objects per poll: sparser for more objects, so polling does not load the
     # Kubernetes emulator (shared with the operator) more than the operator does.
     poll = min(max(config.pipelines / 2000, 0.1), 1.0)
+    load_start = os.getloadavg()[0]
     try:
         sb.start_kubernetes()
         sb.start_feldera()
@@ -413,7 +425,7 @@ def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> B
         flips = _choose_flips(rng, config)
         sb.feldera("DELETE", "/_emulator/actions")
         started = time.monotonic()
-        sent = asyncio.run(_send_flips(sb, flips))
+        sent = asyncio.run(_send_flips(sb, flips, config.flip_rate))
         result.flip_send_s = time.monotonic() - started
         result.flips_sent = len(sent)
         result.flip_latencies_ms = _flip_latencies(sb, sent, timeout=config.period * 3 + 60)
@@ -436,6 +448,7 @@ def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> B
         result.rss_peak_mb.append(_memory_mb(operator.popen.pid, "VmHWM"))
         say(f"restart: {result.restart_actions} actions")
         _check_operators_alive(sb.operators)
+        result.load_average = (load_start, os.getloadavg()[0])
     finally:
         sb.stop()
         if config.workdir is None and not config.keep_workdir:
@@ -561,7 +574,11 @@ def table(result: BenchResult, config: BenchConfig) -> str:
         ("  Kubernetes writes", str(result.steady_k8s_writes)),
         ("  operator CPU", f"{result.steady_cpu_percent:.1f} % of a core"),
         ("  operator RSS", f"{result.rss_steady_mb:.0f} MB"),
-        ("flips sent (patches)", f"{result.flips_sent} in {result.flip_send_s:.2f} s"),
+        (
+            "flips sent (patches)",
+            f"{result.flips_sent} in {result.flip_send_s:.2f} s"
+            + (f" (paced at {config.flip_rate:g}/s)" if config.flip_rate > 0 else " (one burst)"),
+        ),
         (
             "  latency p50 / p90 / p99 / max",
             " / ".join(f"{percentile(lat, q):.0f}" for q in (50, 90, 99, 100)) + " ms",
@@ -573,6 +590,10 @@ def table(result: BenchResult, config: BenchConfig) -> str:
             f"{result.restart_actions} / {result.restart_k8s_writes}",
         ),
         ("peak RSS (VmHWM) per run", " / ".join(f"{m:.0f} MB" for m in result.rss_peak_mb)),
+        (
+            "machine load average start / end",
+            " / ".join(f"{x:.1f}" for x in result.load_average) + f" ({os.cpu_count()} CPUs)",
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
@@ -603,6 +624,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--flips", type=int, default=200, help="Connector flips in the batch (default 200)."
     )
+    parser.add_argument(
+        "--flip-rate",
+        type=float,
+        default=0.0,
+        help="Send the flips at this rate per second (default 0: the whole batch at once).",
+    )
     parser.add_argument("--seed", type=int, default=1, help="Random seed of the flips.")
     parser.add_argument(
         "--workdir", help="Where logs go (default: a temporary directory, removed at the end)."
@@ -619,6 +646,7 @@ def main(args: argparse.Namespace) -> int:
         period=args.period,
         steady_periods=args.steady_periods,
         flips=args.flips,
+        flip_rate=args.flip_rate,
         seed=args.seed,
         workdir=Path(args.workdir) if args.workdir else None,
     )
