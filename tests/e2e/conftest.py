@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from leaks import assert_no_leaks
 
 from feldera_operator.sandbox import (
     EXAMPLE_FELDERA_PORT,
@@ -39,6 +40,8 @@ AS SELECT * FROM orders WHERE amount > 100;
 """
 
 _names = itertools.count(1)
+# Every sandbox of the session: the e2e fixture searches them all for the API key at the end.
+SANDBOXES: list[Sandbox] = []
 
 
 class E2E:
@@ -119,6 +122,7 @@ def start_sandbox(workdir: Path, *operator_args: str, examples: bool = True) -> 
     """Both emulators and the operator. With `examples`, Feldera listens where the examples'
     FelderaInstance points, and that instance and its Secret are applied as they are."""
     sb = Sandbox(workdir)
+    SANDBOXES.append(sb)
     try:
         sb.start_kubernetes()
         sb.start_feldera("--api-key", API_KEY, port=EXAMPLE_FELDERA_PORT if examples else 0)
@@ -144,7 +148,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     # Any free port: only the examples test needs Feldera where examples/ points (its own sandbox).
     sb = start_sandbox(tmp_path_factory.mktemp("e2e"), examples=False)
     yield E2E(sb)
-    sb.stop()
+    try:
+        assert_no_leaks(sb, [API_KEY])  # logs, Events, statuses, metrics
+    finally:
+        sb.stop()
+    for each in SANDBOXES:  # the tests' own sandboxes too, stopped by now: their logs
+        assert_no_leaks(each, [API_KEY], live=False)
 
 
 __all__ = ["E2E", "condition", "connector_entry", "is_ready", "pipeline_manifest", "unique"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,9 +170,11 @@ def start_fault_sandbox(
     feldera_port: int = 0,
     start_feldera: bool = True,
     default_url: str | None = None,
+    manifests: Sequence[dict[str, Any]] = (),
 ) -> Sandbox:
     """Both emulators (Feldera with a write key and a read key), the default instance's Secret,
-    and the operator with a short period, a short request timeout and a metrics port."""
+    and the operator with a short period, a short request timeout and a metrics port.
+    `manifests` are applied before the operator starts."""
     sb = Sandbox(workdir)
     try:
         sb.start_kubernetes()
@@ -180,6 +182,8 @@ def start_fault_sandbox(
             start_feldera_emulator(sb, port=feldera_port)
         sb.install_crds()
         sb.kubectl("apply", "-f", "-", input=json.dumps(secret_manifest("feldera-api-key", KEY)))
+        for manifest in manifests:
+            sb.kubectl("apply", "-f", "-", input=json.dumps(manifest))
         defaults = operator_defaults(sb)
         if default_url is not None:
             defaults[defaults.index("--default-url") + 1] = default_url
