@@ -81,6 +81,8 @@ class PipelineRecord:
     followup: asyncio.TimerHandle | None = None
     followup_delay: float = FOLLOWUP_FIRST
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The last body seen with a deletionTimestamp: a follow-up then retries the finalizer.
+    deleting: Mapping[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -160,6 +162,7 @@ class Reconciler:
         if not self.leading.is_set():
             return  # a standby replica only keeps its cache warm
         if meta.get("deletionTimestamp"):
+            record.deleting = body
             await self._finalize(record, body)
             return
         await self._sync_finalizer(record, body)
@@ -512,7 +515,12 @@ class Reconciler:
 
         def fire() -> None:
             record.followup = None
-            self._spawn(self.reconcile_now(record.key))
+            if record.deleting is not None:
+                # A stop on deletion that failed: retry it. A reconcile would not, and no watch
+                # event may come to retry it either: the resource would stay Terminating.
+                self._spawn(self._finalize(record, record.deleting))
+            else:
+                self._spawn(self.reconcile_now(record.key))
 
         record.followup = asyncio.get_running_loop().call_later(delay, fire)
 
