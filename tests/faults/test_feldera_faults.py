@@ -17,6 +17,7 @@ from feldera_operator.emulators.feldera import (
     ROUTE_PIPELINES,
     ROUTE_START,
     ROUTE_STATS,
+    ROUTE_STOP,
 )
 
 from .conftest import PERIOD, REQUEST_TIMEOUT, Faults, cond_message, cond_status
@@ -134,3 +135,21 @@ def test_pipeline_deleted_behind_the_operator_is_named_and_recovers_when_recreat
     faults.wait(lambda: faults.pipeline(name)["deployment_status"] == "Running", "started again")
     faults.wait(lambda: faults.flags(name)["orders.live"] is True, "live paused as declared")
     faults.wait_ready(name)
+
+
+def test_deletion_with_stop_policy_is_retried_when_feldera_refuses_the_stop(
+    faults: Faults,
+) -> None:
+    name = ready_pipeline(faults, "delstop", deletionPolicy="Stop")
+    faults.fault(ROUTE_STOP, status=503, count=2)
+    faults.sb.kubectl("delete", "fpl", name, "--wait=false")
+    faults.wait(
+        lambda: faults.pipeline(name)["deployment_status"] == "Stopped",
+        "the pipeline stopped despite the refusals",
+        timeout=5 * PERIOD + 5,
+    )
+    faults.wait(
+        lambda: name not in faults.sb.kubectl("get", "fpl", "-o", "name").stdout,
+        "the resource gone (finalizer removed)",
+        timeout=5 * PERIOD + 5,
+    )
