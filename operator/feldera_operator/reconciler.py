@@ -83,6 +83,8 @@ class PipelineRecord:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # The last body seen with a deletionTimestamp: a follow-up then retries the finalizer.
     deleting: Mapping[str, Any] | None = None
+    # The action and reason of the last ActionFailed Event: not posted again while it recurs.
+    failure_reported: str | None = None
 
     @property
     def label(self) -> str:
@@ -459,12 +461,17 @@ class Reconciler:
             except FelderaError as e:
                 problem = problem_from_error(e, instance=client.base_url)
                 log.warning("%s: %s failed: %s", record.label, action.describe(), problem.message)
-                await self.kube.post_event(
-                    record.ref,
-                    reason="ActionFailed",
-                    message=f"{action.describe()}: {problem.message}",
-                    warning=True,
-                )
+                # Retried every period while it lasts (a read-only key, Feldera down): one Event
+                # says so; one per retry would be a storm of Events on every such resource.
+                failure = f"{action.describe()}: {problem.reason}"
+                if failure != record.failure_reported:
+                    record.failure_reported = failure
+                    await self.kube.post_event(
+                        record.ref,
+                        reason="ActionFailed",
+                        message=f"{action.describe()}: {problem.message}",
+                        warning=True,
+                    )
                 return problem
             reason = "DriftCorrected" if drift else _action_reason(action)
             metrics.ACTIONS.labels(action=_action_reason(action)).inc()
@@ -476,6 +483,7 @@ class Reconciler:
                 message = f"Feldera no longer matched the spec; {message}"
             log.info("%s: %s", record.label, message)
             await self.kube.post_event(record.ref, reason=reason, message=message)
+        record.failure_reported = None
         return None
 
     async def _write_status(
