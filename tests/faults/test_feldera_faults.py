@@ -153,3 +153,15 @@ def test_deletion_with_stop_policy_is_retried_when_feldera_refuses_the_stop(
         "the resource gone (finalizer removed)",
         timeout=5 * PERIOD + 5,
     )
+
+
+def test_kubernetes_refusing_events_and_status_writes_delays_nothing_else(faults: Faults) -> None:
+    """Events are a courtesy: refused, they are logged and reconciling goes on. A status write
+    refused with 503 is retried like a conflict."""
+    name = ready_pipeline(faults, "kubefault")
+    faults.kube_fault("create", "events", 500, count=1000)
+    faults.kube_fault("patch", "felderapipelines/status", 503, count=2)
+    faults.patch(name, [{"op": "replace", "path": "/spec/inputs/1/paused", "value": False}], "json")
+    faults.wait(lambda: faults.flags(name)["orders.live"] is False, "live started")
+    faults.wait_ready(name)
+    assert "could not post Event" in faults.operator_log()
