@@ -57,9 +57,10 @@ def now_iso() -> str:
 
 
 class _Unobservable(Exception):
-    def __init__(self, problem: d.Problem) -> None:
+    def __init__(self, problem: d.Problem, *, transient: bool = False) -> None:
         super().__init__(problem.message)
         self.problem = problem
+        self.transient = transient  # the API server failed to answer; asking again will do
 
 
 @dataclass
@@ -536,7 +537,12 @@ class Reconciler:
 
     async def _client(self, state: InstanceState) -> FelderaClient:
         """The client for an instance, rebuilt when its URL, key, CA or tenant changed."""
-        url, api_key, tenant, ca = await self._instance_settings(state.key)
+        try:
+            url, api_key, tenant, ca = await self._instance_settings(state.key)
+        except _Unobservable as e:
+            if e.transient and state.client is not None:
+                return state.client  # the Secret could not be read just now: keep the last key
+            raise
         fingerprint = hashlib.sha256(
             "\0".join([url, api_key or "", tenant or "", ca or ""]).encode()
         ).hexdigest()
@@ -605,7 +611,8 @@ class Reconciler:
             raise _Unobservable(d.Problem(d.SECRET_NOT_FOUND, str(e))) from None
         except KubeError as e:
             raise _Unobservable(
-                d.Problem(d.SECRET_NOT_FOUND, f"cannot read Secret {namespace}/{name}: {e}")
+                d.Problem(d.SECRET_NOT_FOUND, f"cannot read Secret {namespace}/{name}: {e}"),
+                transient=e.status is not None and (e.status >= 500 or e.status == 429),
             ) from None
 
     async def _write_instance_status(
