@@ -103,6 +103,7 @@ class InstanceState:
     backoff: float = BACKOFF_FIRST
     server: dict[str, Any] = field(default_factory=dict)  # version, edition
     status: dict[str, Any] = field(default_factory=dict)  # last written FelderaInstance status
+    problem_logged: str | None = None  # the reason last logged for the whole instance
 
     @property
     def label(self) -> str:
@@ -290,10 +291,17 @@ class Reconciler:
             problem = problem_from_error(e, instance=state.label)
         if problem is not None:
             state.connected = False
+            if problem.reason != state.problem_logged:
+                # Once when it starts, not at every retry: the status says it at every pass.
+                log.warning("%s: %s: %s", state.label, problem.reason, problem.message)
+                state.problem_logged = problem.reason
             await self._gather(self._apply(r, problem, None, snapshot) for r in records)
             await self._write_instance_status(state, problem, None)
             return problem.reason not in (d.FELDERA_UNREACHABLE, d.FELDERA_ERROR)
         assert client is not None
+        if state.problem_logged is not None:
+            log.info("%s: Feldera answers again", state.label)
+            state.problem_logged = None
         by_name = {p.get("name"): p for p in listing}
         await self._gather(
             self._reconcile_from(r, by_name.get(r.pipeline_name), client, snapshot) for r in records
