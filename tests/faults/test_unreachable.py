@@ -108,3 +108,7 @@ def test_unreachable_at_start_backs_off_exponentially_and_converges_when_feldera
     assert f.pipeline(NAME)["deployment_status"] == "Running"
     assert f.flags(NAME)["orders.live"] is True
     f.assert_operator_healthy()
+    # The log says it once when it starts and once when it ends, not at every retry.
+    log = f.operator_log()
+    assert log.count("default instance: FelderaUnreachable: Feldera (default instance)") == 1, log
+    assert log.count("default instance: Feldera answers again") == 1, log
