@@ -157,6 +157,14 @@ class Faults(E2E):
     def operator(self) -> Process:
         return self.sb.operators[-1]
 
+    def restart_operator(self) -> Process:
+        """SIGKILL the operator and start another with the same flags (a fresh metrics port)."""
+        killed = self.operator
+        killed.kill()
+        args = killed.argv[killed.argv.index("run") + 3 :]  # after `run --liveness ''`
+        args[args.index("--metrics-port") + 1] = str(free_port())
+        return self.sb.start_operator(*args, name=f"operator-{len(self.sb.operators) + 1}")
+
     def assert_operator_healthy(self) -> None:
         """The operator still runs, was never restarted by itself, and logged no traceback."""
         assert self.operator.running, self.operator.log_text()[-3000:]

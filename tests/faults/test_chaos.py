@@ -3,9 +3,10 @@
 Each step either changes a spec (a connector paused or not, the pipeline paused or not, stopped or
 not) or makes Feldera misbehave (500/503 bursts, answers slower than the request timeout, dropped
 connections, slow transitions, a restart behind the operator's back restoring connector flags
-from a checkpoint or from the SQL, a connector paused behind its back). The sequence of steps is a
-function of the seed alone (printed; FAULTS_SEED picks one). Once the faults stop, every
-resource must be Ready within a few periods and Feldera, asked directly, must match every spec.
+from a checkpoint or from the SQL, a connector paused behind its back, the operator itself
+killed with SIGKILL and started again). The sequence of steps is a function of the seed alone
+(printed; FAULTS_SEED picks one). Once the faults stop, every resource must be Ready within a few
+periods and Feldera, asked directly, must match every spec.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def step(f: Faults, rng: random.Random, desired: list[Desired]) -> str:
             "delay",
             "restart",
             "drift",
+            "operator",
         ]
     )
     if kind == "connector":
@@ -105,6 +107,9 @@ def step(f: Faults, rng: random.Random, desired: list[Desired]) -> str:
         setattr(target, kind, value)
         f.patch(target.name, {"spec": {kind: value}})
         return f"{target.name}: {kind}={value}"
+    if kind == "operator":
+        f.restart_operator()
+        return "operator killed (SIGKILL) and started again"
     route = rng.choice(ROUTES)
     if kind == "burst":
         status, count = rng.choice([500, 503]), rng.randint(1, 4)

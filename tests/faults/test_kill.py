@@ -28,7 +28,7 @@ from feldera_operator.emulators.feldera import (
 )
 from feldera_operator.sandbox import is_ready
 
-from .conftest import REQUEST_TIMEOUT, Faults, finish, free_port, start_fault_sandbox
+from .conftest import REQUEST_TIMEOUT, Faults, finish, start_fault_sandbox
 
 pytestmark = pytest.mark.faults
 
@@ -84,16 +84,12 @@ def test_sigkill_mid_reconcile_then_restart_converges_repeating_at_most_one_acti
     }
     f.sb.kubectl("apply", "-f", "-", input=json.dumps(changes))
 
-    killed = f.operator
     f.wait(lambda: all(f.count(r) >= 1 for r in routes), "every action reached Feldera", 10)
-    killed.kill()
+    f.operator.kill()
     f.sb.feldera("DELETE", "/_emulator/faults")
     # Killed before any answer came back: no Event says that any of the actions was done.
     assert len(action_events(f)) == reported
-
-    args = killed.argv[killed.argv.index("run") + 3 :]
-    args[args.index("--metrics-port") + 1] = str(free_port())
-    f.sb.start_operator(*args, name="operator-2")
+    f.restart_operator()
 
     for name in CASES:
         f.wait_ready(name, timeout=30)
