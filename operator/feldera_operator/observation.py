@@ -125,6 +125,13 @@ def problem_from_error(error: FelderaError, *, instance: str) -> d.Problem:
         )
     if isinstance(error, FelderaNotFound) and error.is_pipeline:
         return d.Problem(d.PIPELINE_NOT_FOUND, f"Feldera ({instance}) has no such pipeline")
+    if isinstance(error, FelderaNotFound) and error.is_connector:
+        # An action on a connector the SQL no longer has (changed since it was observed): the
+        # round trip worked and named what is missing.
+        which = error.endpoint_name or "the connector"
+        return d.Problem(
+            d.CONNECTOR_NOT_FOUND, f"Feldera ({instance}) does not know {which}: {error}"
+        )
     if isinstance(error, FelderaNotDeployed):
         return d.Problem(d.PIPELINE_NOT_DEPLOYED, str(error))
     return d.Problem(d.FELDERA_ERROR, f"Feldera ({instance}) answered an error: {error}")
