@@ -165,3 +165,22 @@ def test_kubernetes_refusing_events_and_status_writes_delays_nothing_else(faults
     faults.wait(lambda: faults.flags(name)["orders.live"] is False, "live started")
     faults.wait_ready(name)
     assert "could not post Event" in faults.operator_log()
+
+
+def test_connector_gone_when_acted_on_is_connector_not_found_then_recovers(
+    faults: Faults,
+) -> None:
+    """The SQL changed between the observation and the action: Feldera answers the action with
+    404 UnknownInputEndpoint. That names the connector, not a Feldera error."""
+    name = ready_pipeline(faults, "gone")
+    faults.fault(
+        ROUTE_INPUT_CONNECTOR_ACTION, status=404, error_code="UnknownInputEndpoint", count=0
+    )
+    faults.patch(name, [{"op": "replace", "path": "/spec/inputs/1/paused", "value": False}], "json")
+    obj = faults.wait_reason(name, "ConnectorNotFound")
+    assert cond_status(obj, "Synced") == "True" and cond_status(obj, "Stalled") == "True"
+    # Real Feldera names it in details.endpoint_name; the emulated fault leaves only the path.
+    assert "/tables/orders/connectors/live/start" in cond_message(obj, "Ready")
+    faults.sb.feldera("DELETE", "/_emulator/faults")
+    faults.wait(lambda: faults.flags(name)["orders.live"] is False, "live started")
+    faults.wait_ready(name)
