@@ -129,6 +129,10 @@ def main(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
     logging.getLogger("feldera_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:
+        # kopf logs "Handler 'pipeline_event' succeeded." for every watch event, the operator's
+        # own status writes included: noise, and CPU at a burst of changes. Failures still show.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
         standalone=True,
         clusterwide=not config.namespaces,
