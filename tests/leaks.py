@@ -55,7 +55,7 @@ def _metrics(processes: Iterable[Process]) -> Iterator[tuple[str, str]]:
         argv = proc.argv
         if not proc.running or "--metrics-port" not in argv:
             continue
-        port = argv[argv.index("--metrics-port") + 1]
+        port = argv[len(argv) - argv[::-1].index("--metrics-port")]  # the last one counts
         if port == "0":
             continue
         try:

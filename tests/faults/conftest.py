@@ -162,7 +162,7 @@ class Faults(E2E):
         killed = self.operator
         killed.kill()
         args = killed.argv[killed.argv.index("run") + 3 :]  # after `run --liveness ''`
-        args[args.index("--metrics-port") + 1] = str(free_port())
+        args[len(args) - args[::-1].index("--metrics-port")] = str(free_port())  # the last one
         return self.sb.start_operator(*args, name=f"operator-{len(self.sb.operators) + 1}")
 
     def assert_operator_healthy(self) -> None:
