@@ -24,12 +24,15 @@ from feldera_operator.sandbox import Process, Sandbox, condition, http_json
 KEY = API_KEY
 READ_KEY = "apikey:" + "readonlyKEY" * 11 + "rk0123"
 WRONG_KEY = "apikey:" + "wrongWRONGx" * 11 + "wk0123"
-KEYS = (KEY, READ_KEY, WRONG_KEY)
+# Not even a valid header value: a key pasted with a space in it.
+MALFORMED_KEY = "apikey:" + "malformedKEY" * 10 + " mk0123"
+KEYS = (KEY, READ_KEY, WRONG_KEY, MALFORMED_KEY)
 REQUEST_TIMEOUT = 1.0  # the operator's --request-timeout in this suite
 
 __all__ = [
     "KEY",
     "KEYS",
+    "MALFORMED_KEY",
     "PERIOD",
     "READ_KEY",
     "REQUEST_TIMEOUT",

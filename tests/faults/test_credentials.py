@@ -9,7 +9,7 @@ from e2e.test_operator import standard
 
 from feldera_operator.sandbox import http_json
 
-from .conftest import KEY, READ_KEY, WRONG_KEY, Faults, cond_message, cond_status
+from .conftest import KEY, MALFORMED_KEY, READ_KEY, WRONG_KEY, Faults, cond_message, cond_status
 
 pytestmark = pytest.mark.faults
 
@@ -125,3 +125,16 @@ def test_secret_read_failing_briefly_keeps_the_last_key_and_says_nothing_is_wron
     assert http_json(faults.sb.kube_url, "GET", "/_emulator/faults") == []  # all three failed
     assert reasons == {("Converged", "False")}
     assert not [e for e in faults.events(name) if e["reason"] == "SecretNotFound"]
+
+
+def test_malformed_key_in_the_secret_is_named_without_showing_it(faults: Faults) -> None:
+    """A key that is no valid header value (a space in it) is never sent: the instance's
+    settings are invalid, and the message says what is wrong with the key, not the key."""
+    faults.secret("malformed-key", MALFORMED_KEY)
+    faults.instance("malformed", "malformed-key")
+    name = on_instance(faults, "malformed", "malformed")
+    obj = faults.wait_reason(name, "InvalidSpec")
+    assert "api_key must be" in cond_message(obj, "Ready")
+    assert cond_status(obj, "Stalled") == "True"
+    faults.secret("malformed-key", KEY)
+    faults.wait_ready(name)
