@@ -5,7 +5,8 @@ stop; input connector start; output connector pause), so Feldera's request count
 route is the count per resource. Feldera answers every action slowly and carries out its
 transitions slowly: the operator is killed once every action has reached Feldera and before any
 has been answered. The new process must converge everything, repeating at most one
-(idempotent) action per resource.
+(idempotent) action per resource. It starts before Feldera has carried out the killed process's
+actions, so it does repeat each one, once.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from feldera_operator.emulators.feldera import (
 )
 from feldera_operator.sandbox import is_ready
 
-from .conftest import REQUEST_TIMEOUT, Faults, finish, start_fault_sandbox
+from .conftest import Faults, finish, start_fault_sandbox
 
 pytestmark = pytest.mark.faults
 
-LATENCY = 0.8 * REQUEST_TIMEOUT  # answered late, but before the operator gives up on it
+# Answered late, but before the operator gives up on it: the window in which to kill it.
+TIMEOUT = 5.0
+LATENCY = 2.5
 
 # resource → (spec before, spec after, the one action route that takes it there)
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
@@ -55,7 +58,7 @@ def manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
-    sb = start_fault_sandbox(tmp_path_factory.mktemp("kill"))
+    sb = start_fault_sandbox(tmp_path_factory.mktemp("kill"), "--request-timeout", str(TIMEOUT))
     yield Faults(sb)
     finish(sb)
 

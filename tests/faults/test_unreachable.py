@@ -98,7 +98,7 @@ def test_unreachable_at_start_backs_off_exponentially_and_converges_when_feldera
     gaps = [b - a for a, b in itertools.pairwise(times)]
     print("seconds between attempts:", [round(g, 2) for g in gaps])
     for gap, expected in zip(gaps, (1.0, 2.0, 4.0, PERIOD), strict=True):
-        assert expected - 0.1 <= gap <= expected + 0.6, gaps
+        assert expected - 0.1 <= gap <= expected + 1.0, gaps
 
     start_feldera_emulator(f.sb, port=port)
     f.create_pipeline(NAME, SQL)
