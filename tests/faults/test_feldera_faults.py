@@ -1,5 +1,6 @@
 """Feldera misbehaving under a running operator: error bursts, slow answers, dropped connections,
-a pipeline deleted behind its back; and the Kubernetes API refusing a status write with a 409.
+a pipeline deleted behind its back, a connector gone when acted on, a stop refused while a
+resource is deleted; and the Kubernetes API refusing status writes (409, 503) and Events.
 
 Each time: the operator neither crashes nor logs a traceback, says what is wrong while it lasts,
 and converges on the spec once the fault is gone (checked against Feldera itself).
