@@ -342,15 +342,19 @@ class Reconciler:
         observation: d.Observation
         try:
             client = await self._client(self._ensure_instance(record.instance))
-            pipeline = await client.get_pipeline(record.pipeline_name, "status")
-            observation = await self._with_stats(client, record.pipeline_name, pipeline)
+            observation = await self._observe(record, client)
         except _Unobservable as e:
             observation = e.problem
-        except FelderaError as e:
-            observation = problem_from_error(e, instance=self.instances[record.instance].label)
-            if observation.reason == d.PIPELINE_NOT_FOUND:
-                observation = _not_found(record)
         await self._apply(record, observation, client, None)
+
+    async def _observe(self, record: PipelineRecord, client: FelderaClient) -> d.Observation:
+        """One pipeline's status and stats, or the problem that kept them from being read."""
+        try:
+            pipeline = await client.get_pipeline(record.pipeline_name, "status")
+            return await self._with_stats(client, record.pipeline_name, pipeline)
+        except FelderaError as e:
+            problem = problem_from_error(e, instance=self.instances[record.instance].label)
+            return _not_found(record) if problem.reason == d.PIPELINE_NOT_FOUND else problem
 
     async def _with_stats(
         self, client: FelderaClient, name: str, pipeline: Mapping[str, Any]
@@ -396,6 +400,19 @@ class Reconciler:
             failure: d.Problem | None = None
             if decision.actions and client is not None:
                 failure = await self._issue(record, client, decision.actions, drift)
+                if failure is None and _applied_at_once(decision.actions):
+                    # Feldera sets connector flags before answering: look once more now, so a
+                    # flip costs one status write (Ready) instead of a pending one and a follow-up.
+                    confirmed = d.decide(
+                        record.spec,
+                        generation=record.generation,
+                        pipeline_name=record.pipeline_name,
+                        observed=await self._observe(record, client),
+                        previous_status=record.status,
+                        now=now_iso(),
+                    )
+                    if not confirmed.actions:
+                        decision, status = confirmed, confirmed.status
             if failure is not None:
                 status = d.with_problem(
                     status, failure, generation=record.generation, now=now_iso()
@@ -491,7 +508,8 @@ class Reconciler:
             if drift:
                 message = f"Feldera no longer matched the spec; {message}"
             log.info("%s: %s", record.label, message)
-            await self.kube.post_event(record.ref, reason=reason, message=message)
+            # Posted aside: the next action (or the status) need not wait on the Kubernetes API.
+            self._spawn(self.kube.post_event(record.ref, reason=reason, message=message))
         record.failure_reported = None
         return None
 
@@ -754,6 +772,11 @@ def _result(decision: d.Decision, failure: d.Problem | None) -> str:
     if reason in d.STALLED_REASONS:
         return "stalled"
     return "converged" if decision.ready and failure is None else "progressing"
+
+
+def _applied_at_once(actions: Iterable[d.Action]) -> bool:
+    """Connector actions take effect before Feldera answers; pipeline actions are asynchronous."""
+    return all(isinstance(a, d.ConnectorAction) for a in actions)
 
 
 def _ready_for(status: Mapping[str, Any], generation: int) -> bool:
