@@ -608,6 +608,14 @@ def _conditions(
     return result
 
 
+def ready_condition(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The Ready condition of a written status ({} when it has none)."""
+    for condition in status.get("conditions") or []:
+        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
+            return condition
+    return {}
+
+
 def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
     """Whether writing `new` would change anything (absent and null count as the same)."""
     return bool(_strip_nulls(dict(old or {})) != _strip_nulls(dict(new)))

@@ -15,6 +15,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_se
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from feldera_operator.decision import ready_condition
+
 RECONCILES = Counter(
     "feldera_operator_reconciles_total",
     "Reconciles by resource kind and result (converged, progressing, stalled, error).",
@@ -70,10 +72,7 @@ class ResourcesCollector(Collector):
         )
         tally: Tally[tuple[str, str, str]] = Tally()
         for kind, status in self._snapshot():
-            ready = "Unknown"
-            for condition in status.get("conditions") or []:
-                if isinstance(condition, Mapping) and condition.get("type") == "Ready":
-                    ready = str(condition.get("status"))
+            ready = str(ready_condition(status).get("status", "Unknown"))
             tally[(kind, str(status.get("state") or "Unknown"), ready)] += 1
         for labels, count in sorted(tally.items()):
             family.add_metric(list(labels), count)

@@ -758,11 +758,8 @@ def _ref(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _ready_reason(status: Mapping[str, Any]) -> str | None:
-    for condition in status.get("conditions") or []:
-        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
-            reason = condition.get("reason")
-            return reason if isinstance(reason, str) else None
-    return None
+    reason = d.ready_condition(status).get("reason")
+    return reason if isinstance(reason, str) else None
 
 
 def _result(decision: d.Decision, failure: d.Problem | None) -> str:
@@ -780,12 +777,11 @@ def _applied_at_once(actions: Iterable[d.Action]) -> bool:
 
 
 def _ready_for(status: Mapping[str, Any], generation: int) -> bool:
-    return status.get("observedGeneration") == generation and any(
-        isinstance(c, Mapping)
-        and c.get("type") == "Ready"
-        and c.get("status") == "True"
-        and c.get("observedGeneration") == generation
-        for c in status.get("conditions") or []
+    ready = d.ready_condition(status)
+    return (
+        status.get("observedGeneration") == generation
+        and ready.get("status") == "True"
+        and ready.get("observedGeneration") == generation
     )
 
 
