@@ -23,6 +23,7 @@ lint: $(BIN)/feldera-operator
 	$(BIN)/ruff check operator tests
 	$(BIN)/ruff format --check operator tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## Regenerate crds/ from the pydantic models, and the chart's copy (a test keeps them identical).
 crds: $(BIN)/feldera-operator

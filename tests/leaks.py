@@ -17,7 +17,7 @@ import json
 import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
 
-from feldera_operator.sandbox import Process, Sandbox
+from feldera_sandbox.sandbox import Process, Sandbox
 
 FRAGMENT = 16  # characters of a key's secret part that identify it
 

@@ -1,17 +1,32 @@
-"""The `feldera-operator` command: run the operator, generate CRDs, serve emulators, demo, bench.
+"""The `feldera-operator` command: run the operator and generate its CRDs.
 
-Each subcommand imports its module lazily, so `feldera-operator run` in the production image never
-loads the emulators or their optional dependencies.
+With the sandbox installed beside it (a source checkout: `pip install -e '.[dev]'`), the same
+command also serves the sandbox's verbs (Feldera emulator, local control plane, demo, benchmark).
+They are reached lazily, so `feldera-operator run` in the production image, which installs this
+package alone, never loads them or their dependencies.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _sandbox_cli() -> ModuleType | None:
+    try:
+        # Dynamic on purpose: the operator package never imports the sandbox (an import-linter
+        # contract); only this command line reaches its verbs, when it is installed.
+        return importlib.import_module("feldera_sandbox.cli")
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] == "feldera_sandbox":
+            return None
+        raise
+
+
+def _build_parser(sandbox: ModuleType | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="feldera-operator",
         description="Kubernetes operator for Feldera pipelines and connectors.",
@@ -29,32 +44,14 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Do not write; exit 1 when the files differ from what the models generate.",
     )
-
-    emulator = sub.add_parser("emulator", help="Serve an emulator on 127.0.0.1.")
-    emu_sub = emulator.add_subparsers(dest="emulator", required=True)
-    from feldera_operator.emulators import feldera as feldera_emulator
-    from feldera_operator.emulators import kubernetes as kubernetes_emulator
-
-    feldera_emulator.add_arguments(emu_sub.add_parser("feldera", help="Feldera API emulator."))
-    kubernetes_emulator.add_arguments(
-        emu_sub.add_parser("kubernetes", help="Kubernetes API emulator.")
-    )
-
-    from feldera_operator import demo
-
-    demo.add_arguments(
-        sub.add_parser("demo", help="Run the operator end to end on the embedded emulators.")
-    )
-    from feldera_operator import bench
-
-    bench.add_arguments(
-        sub.add_parser("bench", help="Measure reaction time, API load and memory at scale.")
-    )
+    if sandbox is not None:
+        sandbox.add_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    sandbox = _sandbox_cli()
+    args = _build_parser(sandbox).parse_args(argv)
     if args.command == "run":
         from feldera_operator import runner
 
@@ -63,23 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from feldera_operator import crdgen
 
         return crdgen.main(args)
-    if args.command == "emulator":
-        if args.emulator == "feldera":
-            from feldera_operator.emulators import feldera as feldera_emulator
-
-            return feldera_emulator.main(args)
-        from feldera_operator.emulators import kubernetes as kubernetes_emulator
-
-        return kubernetes_emulator.main(args)
-    if args.command == "demo":
-        from feldera_operator import demo
-
-        return demo.main(args)
-    if args.command == "bench":
-        from feldera_operator import bench
-
-        return bench.main(args)
-    raise AssertionError(args.command)
+    assert sandbox is not None, args.command
+    result: int = sandbox.main(args)
+    return result
 
 
 if __name__ == "__main__":

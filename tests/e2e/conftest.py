@@ -12,7 +12,7 @@ import pytest
 import yaml
 from leaks import assert_no_leaks
 
-from feldera_operator.sandbox import (
+from feldera_sandbox.sandbox import (
     EXAMPLE_FELDERA_PORT,
     EXAMPLES_DIR,
     Sandbox,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from feldera_operator.sandbox import EXAMPLES_DIR, http_json
+from feldera_sandbox.sandbox import EXAMPLES_DIR, http_json
 
 from .conftest import (
     E2E,

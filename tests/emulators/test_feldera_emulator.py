@@ -15,8 +15,8 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from feldera_operator.emulators import feldera as emu_module
-from feldera_operator.emulators.feldera import (
+from feldera_sandbox import feldera_emulator as emu_module
+from feldera_sandbox.feldera_emulator import (
     ROUTE_INPUT_CONNECTOR_ACTION,
     ROUTE_PIPELINE,
     ROUTE_PIPELINES,
@@ -25,7 +25,7 @@ from feldera_operator.emulators.feldera import (
     FelderaEmulator,
     count_key,
 )
-from feldera_operator.emulators.feldera_sql import SqlParseError, parse_program
+from feldera_sandbox.feldera_sql import SqlParseError, parse_program
 
 SQL = """
 CREATE TABLE orders (id BIGINT NOT NULL, amount INT) WITH ('connectors' = '[
@@ -808,29 +808,16 @@ def _spawn(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
     return proc, line.rsplit(" ", 1)[1].strip()
 
 
-def _cli_available() -> bool:
-    try:
-        from feldera_operator import cli
-
-        cli._build_parser()
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize(
     ("argv", "stop_signal"),
     [
         pytest.param(
             [sys.executable, "-m", "feldera_operator.cli", "emulator", "feldera"],
             signal.SIGTERM,
-            marks=pytest.mark.skipif(
-                not _cli_available(), reason="the CLI's other subcommands are not there yet"
-            ),
             id="cli",
         ),
         pytest.param(
-            [sys.executable, "-m", "feldera_operator.emulators.feldera"],
+            [sys.executable, "-m", "feldera_sandbox.feldera_emulator"],
             signal.SIGINT,
             id="module",
         ),

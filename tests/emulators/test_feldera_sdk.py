@@ -16,7 +16,7 @@ from feldera.enums import PipelineStatus  # type: ignore[import-untyped]
 from feldera.rest.errors import FelderaAPIError  # type: ignore[import-untyped]
 from feldera.stats import PipelineStatistics  # type: ignore[import-untyped]
 
-from feldera_operator.emulators.feldera import (
+from feldera_sandbox.feldera_emulator import (
     ROUTE_INPUT_CONNECTOR_ACTION,
     FelderaEmulator,
     count_key,

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from feldera_operator.emulators import k8s_patch
-from feldera_operator.emulators.kubernetes import KubernetesEmulator
+from feldera_sandbox.k8s_emulator import k8s_patch
+from feldera_sandbox.k8s_emulator.kubernetes import KubernetesEmulator
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feldera_operator.emulators import k8s_schema as ks
+from feldera_sandbox.k8s_emulator import k8s_schema as ks
 
 NAME_PATTERN = r"^([A-Za-z0-9][-A-Za-z0-9_]*)?[A-Za-z0-9]$"
 RELATION_PATTERN = r'^([A-Za-z_][A-Za-z0-9_]*|"[^"]+")$'

@@ -17,7 +17,7 @@ import pytest
 from e2e.conftest import API_KEY, E2E, PERIOD, SQL, operator_defaults, pipeline_manifest
 from leaks import assert_no_leaks, tracebacks
 
-from feldera_operator.sandbox import Process, Sandbox, condition, http_json
+from feldera_sandbox.sandbox import Process, Sandbox, condition, http_json
 
 # Distinctive keys (the emulator accepts KEY with the write role and READ_KEY with the read role;
 # WRONG_KEY is no key at all): none of them may show up anywhere.

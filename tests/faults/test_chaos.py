@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from e2e.test_operator import standard
 
-from feldera_operator.emulators.feldera import (
+from feldera_sandbox.feldera_emulator import (
     ROUTE_INPUT_CONNECTOR_ACTION,
     ROUTE_OUTPUT_CONNECTOR_ACTION,
     ROUTE_PAUSE,
@@ -30,7 +30,7 @@ from feldera_operator.emulators.feldera import (
     ROUTE_START,
     ROUTE_STATS,
 )
-from feldera_operator.sandbox import is_ready
+from feldera_sandbox.sandbox import is_ready
 
 from .conftest import PERIOD, REQUEST_TIMEOUT, Faults
 

@@ -7,7 +7,7 @@ import pytest
 from e2e.conftest import unique
 from e2e.test_operator import standard
 
-from feldera_operator.sandbox import http_json
+from feldera_sandbox.sandbox import http_json
 
 from .conftest import KEY, MALFORMED_KEY, READ_KEY, WRONG_KEY, Faults, cond_message, cond_status
 

@@ -12,7 +12,7 @@ import pytest
 from e2e.conftest import connector_entry, unique
 from e2e.test_operator import standard
 
-from feldera_operator.emulators.feldera import (
+from feldera_sandbox.feldera_emulator import (
     ROUTE_INPUT_CONNECTOR_ACTION,
     ROUTE_PIPELINE,
     ROUTE_PIPELINES,

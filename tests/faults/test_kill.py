@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from e2e.test_operator import standard
 
-from feldera_operator.emulators.feldera import (
+from feldera_sandbox.feldera_emulator import (
     ROUTE_INPUT_CONNECTOR_ACTION,
     ROUTE_OUTPUT_CONNECTOR_ACTION,
     ROUTE_PAUSE,
@@ -27,7 +27,7 @@ from feldera_operator.emulators.feldera import (
     ROUTE_STOP,
     count_key,
 )
-from feldera_operator.sandbox import is_ready
+from feldera_sandbox.sandbox import is_ready
 
 from .conftest import Faults, finish, start_fault_sandbox
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from feldera_operator.sandbox import Sandbox, is_ready, wait_for
+from feldera_sandbox.sandbox import Sandbox, is_ready, wait_for
 
 from .conftest import VALUE_SETS, one, render
 from .test_rbac import grants, named_grants, roles

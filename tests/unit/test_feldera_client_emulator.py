@@ -15,14 +15,6 @@ from typing import Any
 
 import pytest
 
-from feldera_operator.emulators.feldera import (
-    ROUTE_CONFIG,
-    ROUTE_PIPELINES,
-    ROUTE_START,
-    ROUTE_STATS,
-    FelderaEmulator,
-    count_key,
-)
 from feldera_operator.feldera_client import (
     FelderaAuthError,
     FelderaBadRequest,
@@ -34,6 +26,14 @@ from feldera_operator.feldera_client import (
     FelderaServerError,
     FelderaUnreachable,
     Pipeline,
+)
+from feldera_sandbox.feldera_emulator import (
+    ROUTE_CONFIG,
+    ROUTE_PIPELINES,
+    ROUTE_START,
+    ROUTE_STATS,
+    FelderaEmulator,
+    count_key,
 )
 
 WRITE_KEY = "apikey:" + "W" * 64 + "riteKeyMark" + "w" * 53

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from feldera_operator.sandbox import (
+from feldera_sandbox.sandbox import (
     EXAMPLE_FELDERA_PORT,
     EXAMPLES_DIR,
     Sandbox,

@@ -39,7 +39,7 @@ from typing import Any
 import aiohttp
 
 from feldera_operator.models import GROUP, VERSION, FelderaPipeline
-from feldera_operator.sandbox import Process, Sandbox, http_json, is_ready, wait_for
+from feldera_sandbox.sandbox import Process, Sandbox, http_json, is_ready, wait_for
 
 NAMESPACE = "default"
 TABLE = "t"

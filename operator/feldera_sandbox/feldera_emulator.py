@@ -45,7 +45,7 @@ from typing import Any, Literal, NoReturn, cast
 
 from aiohttp import web
 
-from feldera_operator.emulators.feldera_sql import (
+from feldera_sandbox.feldera_sql import (
     Program,
     Relation,
     SqlParseError,

@@ -68,9 +68,9 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from feldera_operator.emulators import k8s_kinds, k8s_patch, k8s_protobuf, k8s_store
-from feldera_operator.emulators.k8s_kinds import ResourceType
-from feldera_operator.emulators.k8s_store import Collection, Obj, Watcher, WatchEvent
+from feldera_sandbox.k8s_emulator import k8s_kinds, k8s_patch, k8s_protobuf, k8s_store
+from feldera_sandbox.k8s_emulator.k8s_kinds import ResourceType
+from feldera_sandbox.k8s_emulator.k8s_store import Collection, Obj, Watcher, WatchEvent
 
 log = logging.getLogger(__name__)
 
@@ -667,7 +667,7 @@ class KubernetesEmulator:
             builtins = [t for t in types if t.crd is None]
             crds = [t.crd for t in types if t.crd is not None]
             if crds:
-                from feldera_operator.emulators import k8s_schema
+                from feldera_sandbox.k8s_emulator import k8s_schema
 
                 doc = k8s_schema.openapi_v3_document(group, version, crds)
                 # kubectl decides that the server validates fields itself by finding
@@ -723,7 +723,7 @@ class KubernetesEmulator:
         return {**obj, "apiVersion": api_version}
 
     def _table(self, target: Target, objects: list[Obj], fmt: Format, include: str) -> Obj:
-        from feldera_operator.emulators import k8s_schema
+        from feldera_sandbox.k8s_emulator import k8s_schema
 
         entry = target.rt.crd_version(target.version)
         if entry is not None:
@@ -1174,7 +1174,7 @@ class KubernetesEmulator:
         schema = rt.schema(target.version)
         if schema is None:
             return new, []
-        from feldera_operator.emulators import k8s_schema
+        from feldera_sandbox.k8s_emulator import k8s_schema
 
         envelope: Obj = {k: new[k] for k in ("apiVersion", "kind", "metadata") if k in new}
         unknown = [p.lstrip(".") for p in k8s_schema.unknown_fields(schema, new)]
@@ -1206,7 +1206,7 @@ class KubernetesEmulator:
 
     def _admit_crd(self, target: Target, new: Obj, old: Obj | None, name: str) -> Obj:
         rt = target.rt
-        from feldera_operator.emulators import k8s_schema
+        from feldera_sandbox.k8s_emulator import k8s_schema
 
         # Names, scope, versions, storage version and the schemas: what the apiserver refuses.
         problems = k8s_schema.check_structural(new)
@@ -1532,7 +1532,7 @@ class KubernetesEmulator:
         schema = target.rt.schema(target.version)
         if schema is None:
             return (lambda _path: None), (lambda _path: None)
-        from feldera_operator.emulators import k8s_schema
+        from feldera_sandbox.k8s_emulator import k8s_schema
 
         def keys_of(path: k8s_patch.SchemaPath) -> list[str] | None:
             return k8s_schema.list_map_keys(schema, path)
@@ -1658,7 +1658,7 @@ class KubernetesEmulator:
 
 
 def _since(timestamp: Any, now: datetime) -> str:
-    from feldera_operator.emulators import k8s_schema
+    from feldera_sandbox.k8s_emulator import k8s_schema
 
     if not isinstance(timestamp, str) or not timestamp:
         return "<unknown>"

@@ -1,0 +1,50 @@
+"""The sandbox's verbs of the `feldera-operator` command: emulator, controlplane, demo, bench."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_commands(sub: Any) -> None:
+    """Add the sandbox's subcommands to the `feldera-operator` parser's subparsers."""
+    emulator = sub.add_parser("emulator", help="Serve an emulator on 127.0.0.1.")
+    emu_sub = emulator.add_subparsers(dest="emulator", required=True)
+    from feldera_sandbox import feldera_emulator
+    from feldera_sandbox.k8s_emulator import kubernetes as kubernetes_emulator
+
+    feldera_emulator.add_arguments(emu_sub.add_parser("feldera", help="Feldera API emulator."))
+    kubernetes_emulator.add_arguments(
+        emu_sub.add_parser("kubernetes", help="Kubernetes API emulator.")
+    )
+
+    from feldera_sandbox import demo
+
+    demo.add_arguments(
+        sub.add_parser("demo", help="Run the operator end to end on the embedded emulators.")
+    )
+    from feldera_sandbox import bench
+
+    bench.add_arguments(
+        sub.add_parser("bench", help="Measure reaction time, API load and memory at scale.")
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.command == "emulator":
+        if args.emulator == "feldera":
+            from feldera_sandbox import feldera_emulator
+
+            return feldera_emulator.main(args)
+        from feldera_sandbox.k8s_emulator import kubernetes as kubernetes_emulator
+
+        return kubernetes_emulator.main(args)
+    if args.command == "demo":
+        from feldera_sandbox import demo
+
+        return demo.main(args)
+    if args.command == "bench":
+        from feldera_sandbox import bench
+
+        return bench.main(args)
+    raise AssertionError(args.command)
