@@ -18,6 +18,20 @@ def add_commands(sub: Any) -> None:
         emu_sub.add_parser("kubernetes", help="Kubernetes API emulator.")
     )
 
+    from feldera_sandbox import controlplane, toolchain
+
+    controlplane.add_arguments(
+        sub.add_parser(
+            "controlplane",
+            help="Run a local Kubernetes control plane (etcd + kube-apiserver) until stopped.",
+        )
+    )
+    toolchain.add_arguments(
+        sub.add_parser(
+            "build-tools",
+            help="Build kube-apiserver, etcd and helm from their pinned Go modules (once).",
+        )
+    )
     from feldera_sandbox import demo
 
     demo.add_arguments(
@@ -39,6 +53,14 @@ def main(args: argparse.Namespace) -> int:
         from feldera_sandbox.k8s_emulator import kubernetes as kubernetes_emulator
 
         return kubernetes_emulator.main(args)
+    if args.command == "controlplane":
+        from feldera_sandbox import controlplane
+
+        return controlplane.main(args)
+    if args.command == "build-tools":
+        from feldera_sandbox import toolchain
+
+        return toolchain.main(args)
     if args.command == "demo":
         from feldera_sandbox import demo
 

@@ -1,8 +1,12 @@
-"""The sandbox: both emulators and the real operator as separate processes, plus a real kubectl.
+"""The sandbox: a real Kubernetes control plane, the Feldera emulator and the real operator as
+separate processes, plus a real kubectl and helm.
 
 Used by `feldera-operator demo`, the benchmark and the end-to-end tests, so all three run the
-operator exactly as a user would: `feldera-operator run` (kopf) against a Kubernetes API over HTTP,
-driven with kubectl, talking HTTP to Feldera.
+operator exactly as a user would: `feldera-operator run` (kopf) against kube-apiserver over HTTPS,
+with the Kubernetes identity and RBAC the Helm chart gives it, driven with kubectl, talking HTTP to
+Feldera. With `USE_EXISTING_CLUSTER=true` (as controller-runtime's envtest) the cluster of
+`KUBECONFIG` is used instead of a local control plane; what needs the local one (request counts
+from its audit log, killing the API server) then says so.
 """
 
 from __future__ import annotations
@@ -11,22 +15,40 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+import pykube
+import yaml
+
+from feldera_sandbox import helm
+from feldera_sandbox.controlplane import ControlPlane, count_requests
+from feldera_sandbox.processes import Process, wait_for
+
+__all__ = ["Process", "Sandbox", "wait_for"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CRDS_DIR = PROJECT_ROOT / "crds"
 EXAMPLES_DIR = PROJECT_ROOT / "examples"
 # The examples' FelderaInstance points here, so they apply as they are (see examples/README).
 EXAMPLE_FELDERA_PORT = 18080
-_URL_LINE = re.compile(r"listening on (http://\S+)")
+_URL_LINE = re.compile(r"listening on (https?://\S+)")
+OPERATOR_RELEASE = "feldera-operator"
+OPERATOR_NAMESPACE = "feldera-system"
+API_VERSION = "feldera.dev/v1alpha1"
+# What the chart gives the operator to be itself: applied by install_operator_identity().
+IDENTITY_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+
+
+def existing_cluster() -> bool:
+    """USE_EXISTING_CLUSTER=true: run on the cluster of KUBECONFIG, not a local control plane."""
+    return os.environ.get("USE_EXISTING_CLUSTER", "").lower() in ("1", "true", "yes")
 
 
 def kubectl_path() -> str:
@@ -41,95 +63,34 @@ def kubectl_path() -> str:
     return found
 
 
-def wait_for(
-    check: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = "condition"
-) -> Any:
-    """Poll `check` until it returns something truthy or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as e:  # keep polling; report the last error on timeout
-            last_error = e
-        if time.monotonic() > deadline:
-            detail = f" (last error: {last_error})" if last_error else ""
-            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}{detail}")
-        time.sleep(interval)
-
-
-class Process:
-    """A child process whose output goes to a log file that tests and people can read."""
-
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str]):
-        self.name = name
-        self.argv = list(argv)
-        self.log_path = log_path
-        self._log: IO[bytes] = open(log_path, "ab")  # closed in stop()
-        self.popen = subprocess.Popen(
-            self.argv,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=dict(env),
-            start_new_session=True,
-        )
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_log(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
-        regex = re.compile(pattern)
-        exited = False
-
-        def check() -> re.Match[str] | bool | None:
-            nonlocal exited
-            exited = self.popen.poll() is not None
-            return regex.search(self.log_text()) or exited
-
-        result = wait_for(check, timeout=timeout, what=f"{self.name}: {pattern}")
-        if not isinstance(result, re.Match):
-            # Exited before saying it: no point waiting out the deadline.
-            raise RuntimeError(
-                f"{self.name} exited with {self.popen.returncode}:\n{self.log_text()[-3000:]}"
-            )
-        return result
-
-    @property
-    def running(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(10)
-
-
 class Sandbox:
-    """Both emulators, the operator and kubectl, in one working directory."""
+    """A control plane, the Feldera emulator, operators, kubectl and helm, in one directory."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.kubeconfig = workdir / "kubeconfig"
+        self.kubeconfig = workdir / "kubeconfig"  # the admin's (tests, kubectl, helm)
         self.kube_cache = workdir / "kube-cache"
+        self.plane: ControlPlane | None = None
         self.kube_url = ""
         self.feldera_url = ""
-        self.processes: list[Process] = []
+        self.own_processes: list[Process] = []
         self.operators: list[Process] = []
+        # The operator's own identity: the chart's ServiceAccount and its token.
+        self.operator_kubeconfig: Path | None = None
+        self.operator_user: str | None = None
+        self.operator_command: tuple[list[str], dict[str, str]] = ([], {})
+        self._kube_counts: Counter[str] = Counter()
+        self._pykube: pykube.HTTPClient | None = None
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
         self.env["KUBECONFIG"] = str(self.kubeconfig)
         self.env["PYTHONUNBUFFERED"] = "1"
+
+    @property
+    def processes(self) -> list[Process]:
+        """Every process this sandbox started, the control plane's included."""
+        plane = [p for p in (self.plane.etcd, self.plane.apiserver) if p] if self.plane else []
+        return plane + self.own_processes
 
     # ---------------------------------------------------------------- processes
 
@@ -140,16 +101,19 @@ class Sandbox:
         self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None
     ) -> Process:
         proc = Process(name, [*self._cli(), *args], self.workdir / f"{name}.log", env or self.env)
-        self.processes.append(proc)
+        self.own_processes.append(proc)
         return proc
 
-    def start_kubernetes(self, *extra: str) -> str:
-        proc = self._start(
-            "kubernetes",
-            ["emulator", "kubernetes", "--port", "0", "--kubeconfig", str(self.kubeconfig), *extra],
-        )
-        self.kube_url = proc.wait_for_log(_URL_LINE.pattern).group(1)
-        wait_for(self.kubeconfig.exists, timeout=10, what="kubeconfig")
+    def start_kubernetes(self) -> str:
+        """A local control plane (or the existing cluster); returns the API server's URL."""
+        if existing_cluster():
+            source = Path(os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config")
+            shutil.copyfile(source, self.kubeconfig)
+        else:
+            self.plane = ControlPlane(self.workdir, env=self.env)
+            self.plane.start()
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        self.kube_url = config["clusters"][0]["cluster"]["server"]
         return self.kube_url
 
     def start_feldera(self, *extra: str, port: int = 0) -> str:
@@ -157,17 +121,62 @@ class Sandbox:
         self.feldera_url = proc.wait_for_log(_URL_LINE.pattern).group(1)
         return self.feldera_url
 
-    def start_operator(self, *extra: str, name: str = "operator") -> Process:
+    def install_operator_identity(
+        self,
+        values: Mapping[str, Any] | None = None,
+        *,
+        release: str = OPERATOR_RELEASE,
+        namespace: str = OPERATOR_NAMESPACE,
+    ) -> list[dict[str, Any]]:
+        """Give the operator the identity the chart gives it: `helm template` with `values`,
+        apply its ServiceAccount and exactly its RBAC (no Deployment: nothing runs Pods here),
+        and a token of that ServiceAccount (`kubectl create token`) in the operator's
+        kubeconfig. `start_operator()` then runs with it and the rendered container's flags.
+        Returns every rendered object."""
+        objects = helm.template(values or {}, release=release, namespace=namespace)
+        identity = [o for o in objects if o["kind"] in IDENTITY_KINDS]
+        namespaces = {namespace} | {
+            o["metadata"]["namespace"] for o in identity if o["metadata"].get("namespace")
+        }
+        self.apply([namespace_manifest(n) for n in sorted(namespaces)] + identity)
+        (account,) = [o for o in identity if o["kind"] == "ServiceAccount"]
+        name = account["metadata"]["name"]
+        token = self.kubectl(
+            "create", "token", name, "-n", namespace, "--duration=48h"
+        ).stdout.strip()
+        self.operator_kubeconfig = self.workdir / f"kubeconfig-{name}"
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        config["users"] = [{"name": name, "user": {"token": token}}]
+        for context in config["contexts"]:
+            context["context"]["user"] = name
+        self.operator_kubeconfig.touch(mode=0o600)
+        self.operator_kubeconfig.write_text(yaml.safe_dump(config))
+        self.operator_user = f"system:serviceaccount:{namespace}:{name}"
+        self.operator_command = container_command(objects)
+        return objects
+
+    def start_operator(
+        self, *extra: str, name: str = "operator", chart_flags: bool = True
+    ) -> Process:
+        """The real operator, as the chart runs it: its ServiceAccount's token (when
+        `install_operator_identity()` ran) and, with `chart_flags`, the rendered container's
+        flags and environment; `extra` flags come after them and win."""
         # No fixed ports by default: several operators may run side by side in one test.
         defaults = [] if "--metrics-port" in extra else ["--metrics-port", "0"]
-        proc = self._start(name, ["run", "--liveness", "", *defaults, *extra])
+        args, env_extra = self.operator_command if chart_flags else ([], {})
+        env = {**self.env, **env_extra}
+        if self.operator_kubeconfig is not None:
+            env["KUBECONFIG"] = str(self.operator_kubeconfig)
+        proc = self._start(name, ["run", *args, "--liveness", "", *defaults, *extra], env)
         self.operators.append(proc)
         proc.wait_for_log(r"feldera-operator started", timeout=60)
         return proc
 
     def stop(self) -> None:
-        for proc in reversed(self.processes):
+        for proc in reversed(self.own_processes):
             proc.stop()
+        if self.plane is not None:
+            self.plane.stop()
 
     # ---------------------------------------------------------------- kubectl
 
@@ -193,6 +202,44 @@ class Sandbox:
     def kubectl_json(self, *args: str) -> Any:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
 
+    def apply(self, objects: Iterable[Mapping[str, Any]], *args: str) -> None:
+        """`kubectl apply` of objects, as a user applies manifests."""
+        self.kubectl(
+            "apply", *args, "-f", "-", input=yaml.safe_dump_all([dict(o) for o in objects])
+        )
+
+    # ---------------------------------------------------------------- reads (pykube-ng)
+
+    @property
+    def kube(self) -> pykube.HTTPClient:
+        """The tests' Kubernetes client for reads and polling: one HTTP session, not a kubectl
+        process per check (waiting on conditions polls often)."""
+        if self._pykube is None:
+            self._pykube = pykube.HTTPClient(pykube.KubeConfig.from_file(str(self.kubeconfig)))
+        return self._pykube
+
+    def get(
+        self, plural: str, name: str, namespace: str | None = "default", version: str = API_VERSION
+    ) -> dict[str, Any] | None:
+        """One object as the admin sees it (None when it does not exist)."""
+        response = self.kube.get(version=version, namespace=namespace, url=f"{plural}/{name}")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def list(
+        self, plural: str, namespace: str | None = None, version: str = API_VERSION
+    ) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"version": version, "url": plural}
+        if namespace is not None:
+            kwargs["namespace"] = namespace
+        response = self.kube.get(**kwargs)
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
     def install_crds(self) -> None:
         self.kubectl("apply", "-f", str(CRDS_DIR))
         self.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd", "--all")
@@ -203,12 +250,41 @@ class Sandbox:
         return http_json(self.feldera_url, method, path, body, api_key=api_key)
 
     def kube_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = http_json(self.kube_url, "GET", "/_emulator/requests")
-        return counts
+        """The operator's Kubernetes requests since the last reset, by `verb resource[/sub]`,
+        read from the API server's audit log."""
+        if self.plane is None or self.operator_user is None:
+            raise RuntimeError(
+                "request counts come from the local control plane's audit log, for the "
+                "operator's own ServiceAccount (install_operator_identity)"
+            )
+        self._kube_counts.update(count_requests(self.plane.audit_events(), self.operator_user))
+        return dict(self._kube_counts)
+
+    def reset_kube_counts(self) -> None:
+        if self.plane is not None:
+            self.plane.audit_events()  # consume what is there
+        self._kube_counts.clear()
 
     def feldera_counts(self) -> dict[str, int]:
         counts: dict[str, int] = self.feldera("GET", "/_emulator/requests")["counts"]
         return counts
+
+
+def namespace_manifest(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def container_command(objects: Iterable[Mapping[str, Any]]) -> tuple[list[str], dict[str, str]]:
+    """The operator container's flags and environment in a rendered chart. The sandbox picks the
+    ports (several operators share this machine); POD_NAME, from the downward API in a cluster,
+    is the Lease identity: each sandbox operator gets its own."""
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = [
+        a for a in container.get("args", []) if not a.startswith(("--liveness=", "--metrics-port="))
+    ]
+    env = {v["name"]: v["value"] for v in container.get("env", []) if "value" in v}
+    return args, env
 
 
 def http_json(

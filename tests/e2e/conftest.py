@@ -70,7 +70,9 @@ class E2E:
         self.sb.kubectl("apply", *args, "-f", "-", input=json.dumps(manifest))
 
     def get(self, name: str, namespace: str = "default") -> dict[str, Any]:
-        result: dict[str, Any] = self.sb.kubectl_json("get", "fpl", name, "-n", namespace)
+        result = self.sb.get("felderapipelines", name, namespace)
+        if result is None:
+            raise LookupError(f"FelderaPipeline {namespace}/{name} not found")
         return result
 
     def patch(self, name: str, patch: Any, kind: str = "merge") -> None:
@@ -85,8 +87,8 @@ class E2E:
         )
         return result
 
-    def events(self, name: str) -> list[dict[str, Any]]:
-        items = self.sb.kubectl_json("get", "events")["items"]
+    def events(self, name: str, namespace: str = "default") -> list[dict[str, Any]]:
+        items = self.sb.list("events", namespace, version="v1")
         return [e for e in items if e.get("involvedObject", {}).get("name") == name]
 
     def operator_log(self) -> str:
@@ -107,10 +109,13 @@ def unique(prefix: str) -> str:
 
 
 def operator_defaults(sb: Sandbox) -> list[str]:
-    """The operator's flags in these tests: a short period and the emulator as default instance."""
+    """The operator's flags in these tests, after the chart's own: a short period, readable
+    logs, and the emulator as the default instance with the examples' Secret."""
     return [
         "--period",
         str(PERIOD),
+        "--log-format",
+        "text",
         "--default-url",
         sb.feldera_url,
         "--default-api-key-secret",
@@ -118,15 +123,23 @@ def operator_defaults(sb: Sandbox) -> list[str]:
     ]
 
 
-def start_sandbox(workdir: Path, *operator_args: str, examples: bool = True) -> Sandbox:
-    """Both emulators and the operator. With `examples`, Feldera listens where the examples'
-    FelderaInstance points, and that instance and its Secret are applied as they are."""
+def start_sandbox(
+    workdir: Path,
+    *operator_args: str,
+    examples: bool = True,
+    chart_values: dict[str, Any] | None = None,
+) -> Sandbox:
+    """The control plane, the Feldera emulator and the operator, which runs with the identity
+    and RBAC the chart renders for `chart_values` (all namespaces by default). With `examples`,
+    Feldera listens where the examples' FelderaInstance points, and that instance and its Secret
+    are applied as they are."""
     sb = Sandbox(workdir)
     SANDBOXES.append(sb)
     try:
         sb.start_kubernetes()
         sb.start_feldera("--api-key", API_KEY, port=EXAMPLE_FELDERA_PORT if examples else 0)
         sb.install_crds()
+        sb.install_operator_identity(chart_values)
         if examples:
             sb.kubectl("apply", "-f", str(EXAMPLES_DIR / "feldera-instance.yaml"))
         else:

@@ -13,7 +13,8 @@ from .test_operator import INPUT_ACTION, PIPELINE_ACTIONS, standard
 
 pytestmark = pytest.mark.e2e
 
-LEASE = ["--leader-election-namespace", "default", "--leader-election-lease-duration", "3"]
+# Two replicas as the chart runs them: its leader-election flags and its Lease grant.
+HA_VALUES = {"replicas": 2, "leaderElection": {"leaseDuration": 3}}
 
 
 def free_port() -> int:
@@ -31,11 +32,13 @@ def scrape(port: int) -> str:
 
 def test_two_replicas_act_once_and_the_standby_takes_over(tmp_path: Path) -> None:
     ports = [free_port(), free_port()]
-    sb = start_sandbox(tmp_path, *LEASE, "--metrics-port", str(ports[0]), examples=False)
+    sb = start_sandbox(
+        tmp_path, "--metrics-port", str(ports[0]), examples=False, chart_values=HA_VALUES
+    )
     try:
         e2e = E2E(sb)
         second = sb.start_operator(
-            *operator_defaults(sb), *LEASE, "--metrics-port", str(ports[1]), name="operator-2"
+            *operator_defaults(sb), "--metrics-port", str(ports[1]), name="operator-2"
         )
         first = sb.operators[0]
         leader = e2e.wait(

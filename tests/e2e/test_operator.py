@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from feldera_sandbox.sandbox import EXAMPLES_DIR, http_json
+from feldera_sandbox.sandbox import EXAMPLES_DIR
 
 from .conftest import (
     E2E,
@@ -312,7 +312,7 @@ def test_converged_steady_state_makes_no_actions_and_no_writes(tmp_path: Path) -
             timeout=3 * PERIOD + 10,
         )
         e2e.feldera("DELETE", "/_emulator/requests")
-        http_json(sb.kube_url, "DELETE", "/_emulator/requests")
+        sb.reset_kube_counts()
         periods = 3
         e2e.wait(
             lambda: sb.feldera_counts().get("GET /v0/pipelines", 0) >= periods + 1,
