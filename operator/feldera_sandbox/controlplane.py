@@ -29,8 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +214,14 @@ class ControlPlane:
         self._etcd_post("/v3/kv/compaction", {"revision": str(revision), "physical": True})
         return revision
 
+    def etcd_delete(self, key: str) -> int:
+        """Delete a key in etcd directly, behind kube-apiserver's back (with it stopped, no watch
+        ever sees the deletion). Returns how many keys went."""
+        body = self._etcd_post(
+            "/v3/kv/deleterange", {"key": base64.b64encode(key.encode()).decode()}
+        )
+        return int(body.get("deleted", 0))
+
     def _etcd_post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         request = urllib.request.Request(
             self.etcd_url + path, data=json.dumps(body).encode(), method="POST"
@@ -332,13 +339,22 @@ class ControlPlane:
         return self._ssl
 
     def request(
-        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        *,
+        impersonate: str | None = None,
     ) -> tuple[int, bytes]:
-        """One request as the admin user; (status, body), never raises on an HTTP status."""
+        """One request as the admin user (or as `impersonate`); (status, body), never raises on
+        an HTTP status."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", content_type)
+        if impersonate is not None:
+            req.add_header("Impersonate-User", impersonate)
         try:
             with urllib.request.urlopen(req, context=self.ssl_context(), timeout=10) as r:
                 return r.status, r.read()
@@ -412,11 +428,6 @@ def request_key(event: Mapping[str, Any]) -> str:
     if ref.get("subresource"):
         resource = f"{resource}/{ref['subresource']}"
     return f"{event.get('verb')} {resource}"
-
-
-def count_requests(events: Iterable[Mapping[str, Any]], user: str) -> Counter[str]:
-    """Requests of one user by `verb resource[/subresource]`."""
-    return Counter(request_key(e) for e in events if (e.get("user") or {}).get("username") == user)
 
 
 class _Exited(Exception):

@@ -28,7 +28,7 @@ import pykube
 import yaml
 
 from feldera_sandbox import helm
-from feldera_sandbox.controlplane import ControlPlane, count_requests
+from feldera_sandbox.controlplane import ControlPlane, request_key
 from feldera_sandbox.processes import Process, wait_for
 
 __all__ = ["Process", "Sandbox", "wait_for"]
@@ -80,7 +80,7 @@ class Sandbox:
         self.operator_kubeconfig: Path | None = None
         self.operator_user: str | None = None
         self.operator_command: tuple[list[str], dict[str, str]] = ([], {})
-        self._kube_counts: Counter[str] = Counter()
+        self._requests: list[dict[str, Any]] = []
         self._pykube: pykube.HTTPClient | None = None
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
         self.env["KUBECONFIG"] = str(self.kubeconfig)
@@ -229,7 +229,7 @@ class Sandbox:
         result: dict[str, Any] = response.json()
         return result
 
-    def list(
+    def list_objects(
         self, plural: str, namespace: str | None = None, version: str = API_VERSION
     ) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {"version": version, "url": plural}
@@ -249,21 +249,28 @@ class Sandbox:
     def feldera(self, method: str, path: str, body: Any = None, api_key: str | None = None) -> Any:
         return http_json(self.feldera_url, method, path, body, api_key=api_key)
 
-    def kube_counts(self) -> dict[str, int]:
-        """The operator's Kubernetes requests since the last reset, by `verb resource[/sub]`,
-        read from the API server's audit log."""
+    def operator_requests(self) -> list[dict[str, Any]]:
+        """The operator's Kubernetes requests since the last reset, as audit events (verb,
+        objectRef, responseStatus.code...), read from the API server's audit log."""
         if self.plane is None or self.operator_user is None:
             raise RuntimeError(
                 "request counts come from the local control plane's audit log, for the "
                 "operator's own ServiceAccount (install_operator_identity)"
             )
-        self._kube_counts.update(count_requests(self.plane.audit_events(), self.operator_user))
-        return dict(self._kube_counts)
+        user = self.operator_user
+        self._requests.extend(
+            e for e in self.plane.audit_events() if (e.get("user") or {}).get("username") == user
+        )
+        return list(self._requests)
+
+    def kube_counts(self) -> dict[str, int]:
+        """The operator's Kubernetes requests since the last reset, by `verb resource[/sub]`."""
+        return dict(Counter(request_key(e) for e in self.operator_requests()))
 
     def reset_kube_counts(self) -> None:
         if self.plane is not None:
             self.plane.audit_events()  # consume what is there
-        self._kube_counts.clear()
+        self._requests.clear()
 
     def feldera_counts(self) -> dict[str, int]:
         counts: dict[str, int] = self.feldera("GET", "/_emulator/requests")["counts"]

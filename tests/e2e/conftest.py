@@ -88,7 +88,7 @@ class E2E:
         return result
 
     def events(self, name: str, namespace: str = "default") -> list[dict[str, Any]]:
-        items = self.sb.list("events", namespace, version="v1")
+        items = self.sb.list_objects("events", namespace, version="v1")
         return [e for e in items if e.get("involvedObject", {}).get("name") == name]
 
     def operator_log(self) -> str:

@@ -7,6 +7,7 @@ sandbox is searched for API keys (logs, Events, statuses, metrics) and for trace
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,8 @@ import pytest
 from e2e.conftest import API_KEY, E2E, PERIOD, SQL, operator_defaults, pipeline_manifest
 from leaks import assert_no_leaks, tracebacks
 
-from feldera_sandbox.sandbox import Process, Sandbox, condition, http_json
+from feldera_sandbox.controlplane import request_key
+from feldera_sandbox.sandbox import Process, Sandbox, condition
 
 # Distinctive keys (the emulator accepts KEY with the write role and READ_KEY with the read role;
 # WRONG_KEY is no key at all): none of them may show up anywhere.
@@ -105,19 +107,68 @@ class Faults(E2E):
     def count(self, key: str) -> int:
         return self.sb.feldera_counts().get(key, 0)
 
-    # Kubernetes emulator
-    def kube_fault(self, verb: str, resource: str, status: int, count: int = 1) -> None:
-        http_json(
-            self.sb.kube_url,
-            "POST",
-            "/_emulator/faults",
-            {"verb": verb, "resource": resource, "status": status, "count": count},
+    # Kubernetes: refusals by a real admission policy, outages by the real API server
+    @contextlib.contextmanager
+    def refuse(
+        self,
+        group: str,
+        resource: str,
+        operation: str,
+        *,
+        probe: tuple[str, str],
+        message: str = "refused by the test's admission policy",
+    ) -> Iterator[None]:
+        """A ValidatingAdmissionPolicy that refuses the operator's `operation` on `resource`
+        (as a cluster's admission policies do), until the block ends. `probe` is a server-side
+        dry run as the operator that the policy must refuse before the block starts:
+        ("create", "event") or ("patch-status", <FelderaPipeline name>)."""
+        name = f"refuse-{resource.replace('/', '-')}-{operation.lower()}"
+        policy = refusal_policy(name, group, resource, operation, self.sb.operator_user, message)
+        self.sb.apply(policy)
+        try:
+            self.wait(lambda: self._probe_refused(probe, message), f"policy {name} in force")
+            yield
+        finally:
+            for kind in ("validatingadmissionpolicybinding", "validatingadmissionpolicy"):
+                self.sb.kubectl("delete", kind, name, "--ignore-not-found")
+
+    def _probe_refused(self, probe: tuple[str, str], message: str) -> bool:
+        """A server-side dry run of the probe, as the operator: refused with `message`?"""
+        plane = self.sb.plane
+        assert plane is not None
+        kind, target = probe
+        if kind == "create":
+            path = "/api/v1/namespaces/default/events?dryRun=All"
+            body: dict[str, Any] = {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": "probe-", "namespace": "default"},
+                "involvedObject": {"kind": "Namespace", "name": "default"},
+                "reason": "Probe",
+                "message": "probe",
+            }
+            method, content_type = "POST", "application/json"
+        else:
+            path = f"/apis/feldera.dev/v1alpha1/namespaces/default/felderapipelines/{target}"
+            path += "/status?dryRun=All"
+            body = {"status": {"observedGeneration": 0}}
+            method, content_type = "PATCH", "application/merge-patch+json"
+        code, answer = plane.request(
+            method, path, body, content_type, impersonate=self.sb.operator_user
+        )
+        return code >= 400 and message in answer.decode(errors="replace")
+
+    def refused(self, key: str) -> int:
+        """The operator's requests `verb resource[/sub]` that Kubernetes refused so far."""
+        return sum(
+            1
+            for e in self.sb.operator_requests()
+            if request_key(e) == key and (e.get("responseStatus") or {}).get("code", 0) >= 400
         )
 
     def reset(self) -> None:
         self.sb.feldera("DELETE", "/_emulator/faults")
         self.settings(delay=0.0, restore="checkpoint")
-        http_json(self.sb.kube_url, "DELETE", "/_emulator/faults")
 
     # Kubernetes objects
     def secret(self, name: str, key: str) -> None:
@@ -164,7 +215,7 @@ class Faults(E2E):
         """SIGKILL the operator and start another with the same flags (a fresh metrics port)."""
         killed = self.operator
         killed.kill()
-        args = killed.argv[killed.argv.index("run") + 3 :]  # after `run --liveness ''`
+        args = killed.argv[killed.argv.index("--liveness") + 2 :]  # the test's own flags
         args[len(args) - args[::-1].index("--metrics-port")] = str(free_port())  # the last one
         return self.sb.start_operator(*args, name=f"operator-{len(self.sb.operators) + 1}")
 
@@ -192,6 +243,7 @@ def start_fault_sandbox(
         if start_feldera:
             start_feldera_emulator(sb, port=feldera_port)
         sb.install_crds()
+        sb.install_operator_identity()
         sb.kubectl("apply", "-f", "-", input=json.dumps(secret_manifest("feldera-api-key", KEY)))
         for manifest in manifests:
             sb.kubectl("apply", "-f", "-", input=json.dumps(manifest))
@@ -210,6 +262,41 @@ def start_fault_sandbox(
         sb.stop()
         raise
     return sb
+
+
+def refusal_policy(
+    name: str, group: str, resource: str, operation: str, user: str | None, message: str
+) -> list[dict[str, Any]]:
+    """A ValidatingAdmissionPolicy and its binding refusing `user`'s `operation` on `resource`."""
+    match = "true" if user is None else f"request.userInfo.username == '{user}'"
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [group],
+                            "apiVersions": ["*"],
+                            "operations": [operation],
+                            "resources": [resource],
+                        }
+                    ]
+                },
+                "matchConditions": [{"name": "the-operator", "expression": match}],
+                "validations": [{"expression": "false", "message": message}],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {"policyName": name, "validationActions": ["Deny"]},
+        },
+    ]
 
 
 def start_feldera_emulator(sb: Sandbox, port: int = 0) -> str:

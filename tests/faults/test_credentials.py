@@ -7,8 +7,6 @@ import pytest
 from e2e.conftest import unique
 from e2e.test_operator import standard
 
-from feldera_sandbox.sandbox import http_json
-
 from .conftest import KEY, MALFORMED_KEY, READ_KEY, WRONG_KEY, Faults, cond_message, cond_status
 
 pytestmark = pytest.mark.faults
@@ -101,30 +99,6 @@ def test_missing_felderainstance_is_instance_not_found_and_creating_it_recovers(
     faults.secret("ghost-key", KEY)
     faults.instance("ghost", "ghost-key")
     faults.wait_ready(name)
-
-
-def test_secret_read_failing_briefly_keeps_the_last_key_and_says_nothing_is_wrong(
-    faults: Faults,
-) -> None:
-    """A 5xx from the Kubernetes API on the Secret read is no missing Secret: the last key read
-    is used until the Secret can be read again, and nothing says Stalled."""
-    name = unique("secretblip")
-    faults.create_pipeline(name)
-    faults.apply(standard(name))
-    faults.wait_ready(name)
-    faults.kube_fault("get", "secrets", 500, count=3)
-    reasons: set[tuple[str | None, str | None]] = set()
-
-    def three_more_passes() -> bool:
-        obj = faults.get(name)
-        reasons.add((faults.reason(name), cond_status(obj, "Stalled")))
-        return faults.count("GET /v0/pipelines") >= lists + 3
-
-    lists = faults.count("GET /v0/pipelines")
-    faults.wait(three_more_passes, "three more passes")
-    assert http_json(faults.sb.kube_url, "GET", "/_emulator/faults") == []  # all three failed
-    assert reasons == {("Converged", "False")}
-    assert not [e for e in faults.events(name) if e["reason"] == "SecretNotFound"]
 
 
 def test_malformed_key_in_the_secret_is_named_without_showing_it(faults: Faults) -> None:

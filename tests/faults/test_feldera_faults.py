@@ -1,6 +1,6 @@
 """Feldera misbehaving under a running operator: error bursts, slow answers, dropped connections,
 a pipeline deleted behind its back, a connector gone when acted on, a stop refused while a
-resource is deleted; and the Kubernetes API refusing status writes (409, 503) and Events.
+resource is deleted. (Kubernetes misbehaving: test_kubernetes.py.)
 
 Each time: the operator neither crashes nor logs a traceback, says what is wrong while it lasts,
 and converges on the spec once the fault is gone (checked against Feldera itself).
@@ -96,23 +96,6 @@ def test_connections_dropped_mid_request_are_retried(faults: Faults) -> None:
     assert counts.get(f"POST {ROUTE_INPUT_CONNECTOR_ACTION}", 0) >= 1
 
 
-def test_conflict_on_status_write_is_retried_and_no_update_is_lost(faults: Faults) -> None:
-    name = ready_pipeline(faults, "conflict")
-    before = faults.sb.kube_counts().get("patch felderapipelines/status", 0)
-    faults.kube_fault("patch", "felderapipelines/status", 409, count=3)
-    faults.patch(name, {"spec": {"paused": True}})
-    faults.wait(lambda: faults.pipeline(name)["deployment_status"] == "Paused", "paused")
-    obj = faults.wait_ready(name)
-    assert obj["status"]["state"] == "Paused"
-    writes = faults.sb.kube_counts().get("patch felderapipelines/status", 0) - before
-    assert writes >= 4  # three refused, then the one that landed
-    # The last status written is the last one decided: it stays so without further writes.
-    lists = faults.count("GET /v0/pipelines")
-    faults.wait(lambda: faults.count("GET /v0/pipelines") >= lists + 2, "two more passes")
-    after = faults.get(name)
-    assert after["status"] == obj["status"]
-
-
 def test_pipeline_deleted_behind_the_operator_is_named_and_recovers_when_recreated(
     faults: Faults,
 ) -> None:
@@ -155,18 +138,6 @@ def test_deletion_with_stop_policy_is_retried_when_feldera_refuses_the_stop(
         "the resource gone (finalizer removed)",
         timeout=5 * PERIOD + 5,
     )
-
-
-def test_kubernetes_refusing_events_and_status_writes_delays_nothing_else(faults: Faults) -> None:
-    """Events are a courtesy: refused, they are logged and reconciling goes on. A status write
-    refused with 503 is retried like a conflict."""
-    name = ready_pipeline(faults, "kubefault")
-    faults.kube_fault("create", "events", 500, count=1000)
-    faults.kube_fault("patch", "felderapipelines/status", 503, count=2)
-    faults.patch(name, [{"op": "replace", "path": "/spec/inputs/1/paused", "value": False}], "json")
-    faults.wait(lambda: faults.flags(name)["orders.live"] is False, "live started")
-    faults.wait_ready(name)
-    assert "could not post Event" in faults.operator_log()
 
 
 def test_connector_gone_when_acted_on_is_connector_not_found_then_recovers(

@@ -1,16 +1,16 @@
-"""The chart rendered offline by Helm's own Go code (helm-python-sdk), for several value sets."""
+"""The chart rendered by the real helm (built from its Go module), for several value sets."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import helm_python as helm
 import pytest
-import yaml
+
+from feldera_sandbox import helm
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART_DIR = ROOT / "helm" / "feldera-operator"
+CHART_DIR = helm.CHART_DIR
 RELEASE = "fo"
 NAMESPACE = "feldera-system"
 
@@ -42,17 +42,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 
 
 def render(values: dict[str, Any], namespace: str = NAMESPACE) -> list[dict[str, Any]]:
-    """The chart's objects, as `helm template RELEASE CHART -n NAMESPACE` prints them."""
-    rendered = helm.Chart.load(CHART_DIR).render(
-        values, name=RELEASE, namespace=namespace, is_install=True
-    )
-    return [
-        doc
-        for path, text in sorted(rendered.items())
-        if path.endswith((".yaml", ".yml"))
-        for doc in yaml.safe_load_all(text)
-        if doc
-    ]
+    """The chart's objects, as `helm template RELEASE CHART -n NAMESPACE -f values` prints them."""
+    return helm.template(values, release=RELEASE, namespace=namespace)
 
 
 def find(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

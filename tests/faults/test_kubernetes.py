@@ -1,0 +1,231 @@
+"""Kubernetes misbehaving under a running operator, as only a real API server shows it.
+
+An admission policy refusing the operator's Events, or its status writes for a while; someone
+else writing the status; a field manager owning one connector entry by server-side apply; the
+finalizer added while others update the object; kube-apiserver killed and restarted; etcd
+compacted so that watches resume into `410 Gone` and a resource deleted meanwhile. Each time: no
+Feldera action is repeated or lost, the statuses end up right, and nothing crashes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from e2e.conftest import is_ready, unique
+from e2e.test_operator import INPUT_ACTION, PIPELINE_ACTIONS, standard
+
+from .conftest import PERIOD, Faults
+from .test_feldera_faults import ready_pipeline
+
+pytestmark = pytest.mark.faults
+
+LIVE_ON = [{"op": "replace", "path": "/spec/inputs/1/paused", "value": False}]
+
+
+def actions(f: Faults) -> int:
+    """Every action the operator sent to Feldera so far."""
+    return sum(f.count(k) for k in (INPUT_ACTION, *PIPELINE_ACTIONS))
+
+
+def passes(f: Faults, n: int) -> None:
+    """Wait for `n` more observation passes of the default instance."""
+    start = f.count("GET /v0/pipelines")
+    f.wait(
+        lambda: f.count("GET /v0/pipelines") >= start + n,
+        f"{n} more observation passes",
+        timeout=n * PERIOD + 15,
+    )
+
+
+def test_events_refused_by_an_admission_policy_are_logged_and_delay_nothing(
+    faults: Faults,
+) -> None:
+    name = ready_pipeline(faults, "noevents")
+    with faults.refuse("", "events", "CREATE", probe=("create", "event")):
+        faults.patch(name, LIVE_ON, "json")
+        faults.wait(lambda: faults.flags(name)["orders.live"] is False, "live started")
+        faults.wait_ready(name)
+        faults.wait(lambda: faults.refused("create events") >= 1, "an Event refused")
+    assert "could not post Event" in faults.operator_log()
+
+
+def test_status_writes_refused_for_a_while_then_land_and_no_action_is_repeated(
+    faults: Faults,
+) -> None:
+    name = ready_pipeline(faults, "nostatus")
+    before = actions(faults)
+    with faults.refuse(
+        "feldera.dev", "felderapipelines/status", "UPDATE", probe=("patch-status", name)
+    ):
+        faults.patch(name, LIVE_ON, "json")
+        faults.wait(lambda: faults.flags(name)["orders.live"] is False, "live started")
+        faults.wait(
+            lambda: faults.refused("patch felderapipelines/status") >= 2,
+            "status writes refused and retried",
+        )
+        assert not is_ready(faults.get(name))  # the old status stays, for the old generation
+    obj = faults.wait_ready(name)
+    assert obj["status"]["connectors"] == "4/4 active"
+    assert actions(faults) - before == 1  # one connector start, never repeated
+
+
+def test_a_status_written_by_someone_else_is_put_right(faults: Faults) -> None:
+    name = ready_pipeline(faults, "foreign")
+    right = faults.get(name)["status"]
+    wrong = {"status": {"state": "Stopped", "connectors": "0/4 active"}}
+    faults.sb.kubectl(
+        "patch", "fpl", name, "--subresource=status", "--type=merge", "-p", json.dumps(wrong)
+    )
+    faults.wait(
+        lambda: faults.get(name)["status"]["state"] == right["state"],
+        "the operator's status back",
+        timeout=3 * PERIOD + 10,
+    )
+    assert faults.get(name)["status"]["connectors"] == right["connectors"]
+
+
+def test_the_finalizer_lands_while_others_update_the_object(faults: Faults) -> None:
+    """The finalizer patch carries the resourceVersion it read: updates racing it make it a
+    real 409, retried with the next version until the finalizer is on."""
+    name = unique("race")
+    faults.create_pipeline(name)
+    faults.apply(standard(name, deletionPolicy="Stop"))
+    for i in range(15):
+        faults.sb.kubectl("label", "fpl", name, f"race={i}", "--overwrite")
+    faults.wait(
+        lambda: "feldera.dev/stop-pipeline" in faults.get(name)["metadata"].get("finalizers", []),
+        "the finalizer on",
+    )
+    faults.wait_ready(name)
+
+
+SSA = ("apply", "--server-side", "-f", "-")
+
+
+def one_entry(name: str, paused: bool) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "feldera.dev/v1alpha1",
+            "kind": "FelderaPipeline",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"inputs": [{"table": "orders", "connector": "live", "paused": paused}]},
+        }
+    )
+
+
+def test_a_field_manager_owns_one_connector_entry_while_the_operator_writes_status(
+    faults: Faults,
+) -> None:
+    """The README's recipe on a resource applied server-side (Argo CD with ServerSideApply,
+    Flux, `kubectl apply --server-side`): real managedFields, no entry lost, no conflict with
+    the operator's status writes."""
+    name = unique("ssa")
+    faults.create_pipeline(name)
+    faults.sb.kubectl(*SSA, "--field-manager=gitops", input=json.dumps(standard(name)))
+    faults.wait_ready(name)
+    # gitops declared `live` paused: taking the field over is explicit.
+    faults.sb.kubectl(
+        *SSA, "--field-manager=oncall", "--force-conflicts", input=one_entry(name, False)
+    )
+    faults.wait(lambda: faults.flags(name)["orders.live"] is False, "live started")
+    obj = faults.wait_ready(name)
+
+    managers = {m["manager"]: m for m in obj["metadata"]["managedFields"]}
+    key = 'k:{"connector":"live","table":"orders"}'
+    assert "f:paused" in managers["oncall"]["fieldsV1"]["f:spec"]["f:inputs"][key]
+    assert "f:paused" not in managers["gitops"]["fieldsV1"]["f:spec"]["f:inputs"][key]
+    status_writers = [m for m in managers.values() if m.get("subresource") == "status"]
+    assert status_writers and all("f:status" in m["fieldsV1"] for m in status_writers)
+    # The other entries are still there, as declared; the operator's status writes took none.
+    declared = {(i["table"], i["connector"]): i["paused"] for i in obj["spec"]["inputs"]}
+    assert declared == {("orders", "backfill"): False, ("orders", "live"): False}
+    # Ownership is real: another manager changing that field without forcing is refused.
+    refused = faults.sb.kubectl(
+        *SSA, "--field-manager=gitops", input=one_entry(name, True), check=False
+    )
+    assert refused.returncode != 0 and "oncall" in refused.stderr, refused.stderr
+
+
+def test_readme_warning_a_client_side_applied_resource_loses_entries_to_the_ssa_recipe(
+    faults: Faults,
+) -> None:
+    """Why the README sends users of client-side `kubectl apply` to the JSON patch instead:
+    kubectl's server-side apply migrates the client-side manager's fields to the new manager,
+    which then owns the whole list and drops every entry it did not apply."""
+    name = ready_pipeline(faults, "csa")  # kubectl apply, client side
+    faults.sb.kubectl(
+        *SSA, "--field-manager=oncall", "--force-conflicts", input=one_entry(name, False)
+    )
+    entries = [(i["table"], i["connector"]) for i in faults.get(name)["spec"]["inputs"]]
+    assert entries == [("orders", "live")]
+
+
+def test_kube_apiserver_killed_and_restarted(faults: Faults) -> None:
+    """While Kubernetes is down the operator still holds Feldera to the spec it last saw (it
+    needs Kubernetes only to learn of changes and to report); afterwards its watches resume, a
+    new change is acted on, and every status is right. No action twice, no false alarm."""
+    plane = faults.sb.plane
+    assert plane is not None
+    drifted, changed = ready_pipeline(faults, "kdown"), ready_pipeline(faults, "kdown")
+    log_before = len(faults.operator_log())
+    before = faults.count(INPUT_ACTION)
+    plane.kill_apiserver()
+    try:
+        faults.feldera("POST", f"/v0/pipelines/{drifted}/tables/orders/connectors/backfill/pause")
+        faults.wait(
+            lambda: faults.flags(drifted)["orders.backfill"] is False,
+            "drift corrected with Kubernetes down",
+            timeout=3 * PERIOD + 10,
+        )
+    finally:
+        plane.restart_apiserver()
+    faults.patch(changed, {"spec": {"paused": True}})
+    faults.wait(
+        lambda: faults.pipeline(changed)["deployment_status"] == "Paused",
+        "a change made after the restart acted on",
+        timeout=30,
+    )
+    for name in (drifted, changed):
+        faults.wait_ready(name, timeout=30)
+    assert faults.count(INPUT_ACTION) - before == 1  # the drift, corrected once
+    since = faults.operator_log()[log_before:]
+    assert "SecretNotFound" not in since, since[-3000:]
+    assert not [e for e in faults.events(drifted) if e["reason"] == "SecretNotFound"]
+
+
+def test_watches_resumed_into_410_gone_resync_without_a_burst(faults: Faults) -> None:
+    """etcd compacted while kube-apiserver was down: kopf's watches resume from a version that
+    no longer exists, get 410 Gone and list again. A resource deleted meanwhile (from etcd, so
+    no watch ever saw it) is forgotten: its pipeline gets no more actions."""
+    plane = faults.sb.plane
+    assert plane is not None
+    kept, ghost = ready_pipeline(faults, "resync"), ready_pipeline(faults, "ghost")
+    plane.kill_apiserver()
+    try:
+        assert plane.etcd_delete(f"/registry/feldera.dev/felderapipelines/default/{ghost}") == 1
+        plane.compact_etcd()
+        faults.sb.reset_kube_counts()
+        before = actions(faults)
+    finally:
+        plane.restart_apiserver()
+    faults.wait(
+        lambda: faults.sb.kube_counts().get("list felderapipelines", 0) >= 1,
+        "the operator listing FelderaPipelines again",
+        timeout=60,
+    )
+    faults.feldera("POST", f"/v0/pipelines/{ghost}/tables/orders/connectors/backfill/pause")
+    faults.patch(kept, LIVE_ON, "json")
+    faults.wait(lambda: faults.flags(kept)["orders.live"] is False, "a new change acted on")
+    faults.wait_ready(kept)
+    passes(faults, 3)
+    assert faults.flags(ghost)["orders.backfill"] is True, "a deleted resource was acted on"
+    assert actions(faults) - before == 1  # the new change only
+    writes = {
+        k: v
+        for k, v in faults.sb.kube_counts().items()
+        if k.split()[0] not in ("get", "list", "watch")
+    }
+    # The change: its status (one write, perhaps two), its Event, and no burst of anything else.
+    assert writes.get("patch felderapipelines/status", 0) <= 2, writes
+    assert sum(writes.values()) <= 4, writes

@@ -1,0 +1,78 @@
+"""The operator's Pod is admitted by Pod Security `restricted`, judged by kube-apiserver itself:
+a server-side dry run of a Pod made from the rendered Deployment's template, for every value set,
+in a namespace labelled `pod-security.kubernetes.io/enforce=restricted`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from feldera_sandbox.sandbox import Sandbox
+
+from .conftest import one, render
+
+NAMESPACE = "restricted"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    sb = Sandbox(tmp_path_factory.mktemp("pod-security"))
+    try:
+        sb.start_kubernetes()
+        sb.apply(
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {
+                        "name": NAMESPACE,
+                        "labels": {
+                            "pod-security.kubernetes.io/enforce": "restricted",
+                            "pod-security.kubernetes.io/enforce-version": "latest",
+                        },
+                    },
+                }
+            ]
+        )
+        yield sb
+    finally:
+        sb.stop()
+
+
+def pod_from(deployment: dict[str, Any]) -> dict[str, Any]:
+    template = deployment["spec"]["template"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "operator-", "namespace": NAMESPACE, **template["metadata"]},
+        "spec": template["spec"],
+    }
+
+
+def dry_run(sb: Sandbox, pod: dict[str, Any]) -> tuple[int, str]:
+    result = sb.kubectl(
+        "create", "--dry-run=server", "-n", NAMESPACE, "-f", "-", input=json.dumps(pod), check=False
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_the_operator_pod_is_admitted_by_restricted_pod_security(
+    cluster: Sandbox, value_set: tuple[str, dict[str, Any]]
+) -> None:
+    _, values = value_set
+    pod = pod_from(one(render(values, namespace=NAMESPACE), "Deployment"))
+    code, output = dry_run(cluster, pod)
+    assert code == 0, output
+    assert "created (server dry run)" in output
+
+
+def test_the_check_can_fail_a_privileged_pod_is_refused(cluster: Sandbox) -> None:
+    pod = pod_from(one(render({}, namespace=NAMESPACE), "Deployment"))
+    pod["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    code, output = dry_run(cluster, pod)
+    assert code != 0
+    assert 'violates PodSecurity "restricted:latest"' in output
+    assert "allowPrivilegeEscalation != false" in output
