@@ -1,6 +1,7 @@
 """`feldera-operator bench`: reaction time, API load and memory of the real operator at scale.
 
-Runs `feldera-operator run` (kopf) against both emulators as processes (`sandbox.Sandbox`) with
+Runs `feldera-operator run` (kopf) against a real kube-apiserver and the Feldera emulator as
+processes (`sandbox.Sandbox`), with the chart's ServiceAccount and RBAC, and
 P pipelines of C input connectors each, and measures, in this order:
 
 1. cold convergence: every resource and pipeline present, Feldera out of step (pipelines stopped,
@@ -39,7 +40,8 @@ from typing import Any
 import aiohttp
 
 from feldera_operator.models import GROUP, VERSION, FelderaPipeline
-from feldera_sandbox.sandbox import Process, Sandbox, http_json, is_ready, wait_for
+from feldera_sandbox.processes import Stopped, exit_code, stop_on_signals
+from feldera_sandbox.sandbox import Process, Sandbox, is_ready, wait_for
 
 NAMESPACE = "default"
 TABLE = "t"
@@ -179,6 +181,12 @@ def _diff(after: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]
 # ---------------------------------------------------------------------------- HTTP in bulk
 
 
+def _kube_session(sb: Sandbox) -> aiohttp.ClientSession:
+    """An HTTP session to kube-apiserver as the sandbox's admin (its client certificate)."""
+    assert sb.plane is not None, "the benchmark needs the local control plane"
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=sb.plane.ssl_context()))
+
+
 async def _bounded(jobs: Iterable[Awaitable[None]], limit: int) -> None:
     semaphore = asyncio.Semaphore(limit)
 
@@ -198,7 +206,7 @@ async def _send(
     content_type: str = "application/json",
     ok: tuple[int, ...] = (200, 201),
 ) -> None:
-    headers = {"Content-Type": content_type, "Authorization": "Bearer bench"}
+    headers = {"Content-Type": content_type}
     async with session.request(method, url, data=json.dumps(body), headers=headers) as resp:
         if resp.status not in ok:
             text = await resp.text()
@@ -210,7 +218,7 @@ async def _load(sb: Sandbox, config: BenchConfig) -> None:
     """Create the Feldera pipelines (stopped) and the FelderaPipelines, in parallel."""
     sql = program_sql(config.connectors)
     collection = f"{sb.kube_url}/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/felderapipelines"
-    async with aiohttp.ClientSession() as session:
+    async with _kube_session(sb) as kube, aiohttp.ClientSession() as session:
         await _bounded(
             (
                 _send(
@@ -225,7 +233,7 @@ async def _load(sb: Sandbox, config: BenchConfig) -> None:
         )
         await _bounded(
             (
-                _send(session, "POST", collection, pipeline_manifest(i, config.connectors))
+                _send(kube, "POST", collection, pipeline_manifest(i, config.connectors))
                 for i in range(config.pipelines)
             ),
             LOAD_CONCURRENCY,
@@ -270,7 +278,7 @@ async def _send_flips(sb: Sandbox, flips: list[Flip], rate: float = 0.0) -> list
             content_type="application/json-patch+json",
         )
 
-    async with aiohttp.ClientSession() as session:
+    async with _kube_session(sb) as session:
         if rate > 0:
             start = time.monotonic()
             await asyncio.gather(*(one(session, f, start + k / rate) for k, f in enumerate(flips)))
@@ -283,10 +291,7 @@ async def _send_flips(sb: Sandbox, flips: list[Flip], rate: float = 0.0) -> list
 
 
 def _ready_count(sb: Sandbox) -> int:
-    items = http_json(
-        sb.kube_url, "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/felderapipelines"
-    )["items"]
-    return sum(1 for obj in items if is_ready(obj))
+    return sum(1 for obj in sb.list_objects("felderapipelines", NAMESPACE) if is_ready(obj))
 
 
 def _wait_all_ready(sb: Sandbox, total: int, timeout: float, interval: float) -> float:
@@ -378,6 +383,7 @@ def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> B
         sb.start_kubernetes()
         sb.start_feldera()
         sb.install_crds()
+        sb.install_operator_identity()
         started = time.monotonic()
         asyncio.run(_load(sb, config))
         result.load_s = time.monotonic() - started
@@ -385,6 +391,8 @@ def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> B
         operator_args = [
             "--period",
             str(config.period),
+            "--log-format",
+            "text",
             "--default-url",
             sb.feldera_url,
             *config.operator_args,
@@ -393,7 +401,7 @@ def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> B
         # 1. Cold convergence.
         sb.feldera("DELETE", "/_emulator/requests")
         sb.feldera("DELETE", "/_emulator/actions")
-        http_json(sb.kube_url, "DELETE", "/_emulator/requests")
+        sb.reset_kube_counts()
         started = time.monotonic()
         operator = sb.start_operator(*operator_args)
         result.operator_start_s = time.monotonic() - started
@@ -437,7 +445,7 @@ def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> B
         operator.stop(timeout=30)
         sb.feldera("DELETE", "/_emulator/actions")
         sb.feldera("DELETE", "/_emulator/requests")
-        http_json(sb.kube_url, "DELETE", "/_emulator/requests")
+        sb.reset_kube_counts()
         started = time.monotonic()
         operator = sb.start_operator(*operator_args, name="operator-restarted")
         counts, _ = _wait_passes(sb, {}, 1, config.period, gap)
@@ -650,7 +658,14 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed,
         workdir=Path(args.workdir) if args.workdir else None,
     )
-    result = run(config, progress=lambda msg: print(f"... {msg}", file=sys.stderr, flush=True))
+    try:
+        with stop_on_signals():  # SIGTERM/SIGHUP unwind like Ctrl-C: run() stops every process
+            result = run(
+                config, progress=lambda msg: print(f"... {msg}", file=sys.stderr, flush=True)
+            )
+    except (Stopped, KeyboardInterrupt) as e:
+        print(f"stopped ({e or 'SIGINT'})", file=sys.stderr)
+        return exit_code(e)
     print(table(result, config))
     print(bench_line(result), flush=True)
     if args.check and not all(met for *_, met in targets(result)):

@@ -11,12 +11,8 @@ def add_commands(sub: Any) -> None:
     emulator = sub.add_parser("emulator", help="Serve an emulator on 127.0.0.1.")
     emu_sub = emulator.add_subparsers(dest="emulator", required=True)
     from feldera_sandbox import feldera_emulator
-    from feldera_sandbox.k8s_emulator import kubernetes as kubernetes_emulator
 
     feldera_emulator.add_arguments(emu_sub.add_parser("feldera", help="Feldera API emulator."))
-    kubernetes_emulator.add_arguments(
-        emu_sub.add_parser("kubernetes", help="Kubernetes API emulator.")
-    )
 
     from feldera_sandbox import controlplane, toolchain
 
@@ -46,13 +42,9 @@ def add_commands(sub: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if args.command == "emulator":
-        if args.emulator == "feldera":
-            from feldera_sandbox import feldera_emulator
+        from feldera_sandbox import feldera_emulator
 
-            return feldera_emulator.main(args)
-        from feldera_sandbox.k8s_emulator import kubernetes as kubernetes_emulator
-
-        return kubernetes_emulator.main(args)
+        return feldera_emulator.main(args)
     if args.command == "controlplane":
         from feldera_sandbox import controlplane
 

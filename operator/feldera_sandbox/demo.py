@@ -1,7 +1,9 @@
-"""`feldera-operator demo`: the operator end to end on the embedded emulators, in a minute.
+"""`feldera-operator demo`: the operator end to end on its embedded default, in a minute.
 
-Starts the Kubernetes API emulator, the Feldera emulator and the real operator (`feldera-operator
-run`, i.e. kopf), applies crds/ and examples/ with a real kubectl, then walks through pausing and
+Starts a local Kubernetes control plane (kube-apiserver and etcd, built once from their Go
+modules; or the cluster of KUBECONFIG with USE_EXISTING_CLUSTER=true), the Feldera emulator and
+the real operator (`feldera-operator run`, i.e. kopf, with the chart's ServiceAccount and RBAC),
+applies crds/ and examples/ with a real kubectl, then walks through pausing and
 resuming a connector, a drift correction, and pausing the pipeline, showing `kubectl get feldera`
 and the connectors' status after each step. Exits 0 when every step converged.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from feldera_sandbox.processes import Stopped, exit_code, stop_on_signals
 from feldera_sandbox.sandbox import (
     EXAMPLE_FELDERA_PORT,
     EXAMPLES_DIR,
@@ -106,7 +109,7 @@ class Demo:
 
     def run(self) -> None:
         sb = self.sb
-        self.step("Start the Kubernetes API emulator, the Feldera emulator and the operator")
+        self.step("Start Kubernetes (kube-apiserver + etcd), the Feldera emulator and the operator")
         _require_free_port(EXAMPLE_FELDERA_PORT)
         sb.start_kubernetes()
         sb.start_feldera("--api-key", self.api_key, "--delay", "0.3", port=EXAMPLE_FELDERA_PORT)
@@ -123,9 +126,10 @@ class Demo:
         )
         print("PUT /v0/pipelines/orders: created (Stopped)")
 
-        self.step("kubectl apply -f crds/ and start the operator")
+        self.step("kubectl apply -f crds/, then the operator with the chart's identity and RBAC")
         sb.install_crds()
-        sb.start_operator("--period", str(self.period))
+        sb.install_operator_identity()
+        sb.start_operator("--period", str(self.period), "--log-format", "text")
 
         self.step("kubectl apply -f examples/  (live paused, backfill and sink running)")
         print(sb.kubectl("apply", "-f", str(EXAMPLES_DIR)).stdout.rstrip())
@@ -204,21 +208,40 @@ def main(args: argparse.Namespace) -> int:
     demo = Demo(sandbox)
     demo.period = args.period
     try:
-        demo.run()
-        if args.keep_running:
-            print(f"\nStill running. Try: kubectl --kubeconfig {sandbox.kubeconfig} get feldera")
-            print("Ctrl-C to stop.")
+        with stop_on_signals():
             try:
-                while all(p.running for p in sandbox.processes):
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                pass
-        return 0
-    except Exception as e:
-        print(f"\nDemo failed: {e}")
-        for proc in sandbox.operators:
-            print(f"--- last lines of {proc.log_path}")
-            print("\n".join(proc.log_text().splitlines()[-40:]))
-        return 1
-    finally:
-        sandbox.stop()
+                demo.run()
+                if args.keep_running:
+                    keep_running(sandbox)
+                return 0
+            except (Stopped, KeyboardInterrupt):
+                raise
+            except Exception as e:
+                print(f"\nDemo failed: {e}")
+                for proc in sandbox.operators:
+                    print(f"--- last lines of {proc.log_path}")
+                    print(proc.log_tail(40))
+                return 1
+            finally:
+                sandbox.stop()
+    except (Stopped, KeyboardInterrupt) as e:
+        print(f"\nStopped ({e or 'SIGINT'}); every process the demo started is stopped.")
+        return exit_code(e)
+
+
+def keep_running(sandbox: Sandbox) -> None:
+    """Until a signal: say when a process ends; restart the operator, keep the rest up."""
+    print(f"\nStill running. Try: kubectl --kubeconfig {sandbox.kubeconfig} get feldera")
+    print("Ctrl-C (or SIGTERM) stops everything.", flush=True)
+    reported: set[int] = set()
+    while True:
+        time.sleep(1)
+        for proc in sandbox.processes:
+            if proc.running or proc.pid in reported:
+                continue
+            reported.add(proc.pid)
+            print(f"{proc.name} exited with code {proc.popen.returncode}; see {proc.log_path}")
+            if proc in sandbox.operators:
+                args = proc.argv[proc.argv.index("--liveness") + 2 :]
+                restarted = sandbox.start_operator(*args, name=f"{proc.name}-restarted")
+                print(f"restarted the operator ({restarted.log_path})", flush=True)
