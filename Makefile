@@ -1,9 +1,10 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# Prerequisites: Python 3.11+, Go 1.26+ (builds kube-apiserver, etcd and helm once), make.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint crds clean
+.PHONY: demo test tools lint crds clean
 
 $(BIN)/feldera-operator: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -11,12 +12,17 @@ $(BIN)/feldera-operator: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-## Run the operator end to end against the embedded emulators (Kubernetes API + Feldera).
-demo: $(BIN)/feldera-operator
+## Build kube-apiserver, etcd and helm from their pinned Go modules (tools/), once per machine.
+tools: $(BIN)/feldera-operator
+	$(BIN)/feldera-operator build-tools
+
+## Run the operator end to end on a local control plane with the Feldera emulator.
+demo: tools
 	$(BIN)/feldera-operator demo
 
-## Run the whole test suite (unit, emulator fidelity, end-to-end).
-test: $(BIN)/feldera-operator
+## Run the whole test suite (unit, emulator fidelity, end to end, faults, chart) on a local
+## control plane.
+test: tools
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/feldera-operator

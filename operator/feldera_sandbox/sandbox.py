@@ -82,6 +82,9 @@ class Sandbox:
         self.operator_command: tuple[list[str], dict[str, str]] = ([], {})
         self._requests: list[dict[str, Any]] = []
         self._pykube: pykube.HTTPClient | None = None
+        # The `feldera-operator` command processes run as; the operator's own can be another
+        # installation's (`start_operator(cli=...)`: the wheel alone, as the image has it).
+        self.cli = [sys.executable, "-m", "feldera_operator.cli"]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
         self.env["KUBECONFIG"] = str(self.kubeconfig)
         self.env["PYTHONUNBUFFERED"] = "1"
@@ -94,13 +97,15 @@ class Sandbox:
 
     # ---------------------------------------------------------------- processes
 
-    def _cli(self) -> list[str]:
-        return [sys.executable, "-m", "feldera_operator.cli"]
-
     def _start(
-        self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cli: Sequence[str] | None = None,
     ) -> Process:
-        proc = Process(name, [*self._cli(), *args], self.workdir / f"{name}.log", env or self.env)
+        command = [*(cli or self.cli), *args]
+        proc = Process(name, command, self.workdir / f"{name}.log", env or self.env)
         self.own_processes.append(proc)
         return proc
 
@@ -156,7 +161,11 @@ class Sandbox:
         return objects
 
     def start_operator(
-        self, *extra: str, name: str = "operator", chart_flags: bool = True
+        self,
+        *extra: str,
+        name: str = "operator",
+        chart_flags: bool = True,
+        cli: Sequence[str] | None = None,
     ) -> Process:
         """The real operator, as the chart runs it: its ServiceAccount's token (when
         `install_operator_identity()` ran) and, with `chart_flags`, the rendered container's
@@ -167,7 +176,7 @@ class Sandbox:
         env = {**self.env, **env_extra}
         if self.operator_kubeconfig is not None:
             env["KUBECONFIG"] = str(self.operator_kubeconfig)
-        proc = self._start(name, ["run", *args, "--liveness", "", *defaults, *extra], env)
+        proc = self._start(name, ["run", *args, "--liveness", "", *defaults, *extra], env, cli)
         self.operators.append(proc)
         proc.wait_for_log(r"feldera-operator started", timeout=60)
         return proc

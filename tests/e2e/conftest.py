@@ -128,6 +128,7 @@ def start_sandbox(
     *operator_args: str,
     examples: bool = True,
     chart_values: dict[str, Any] | None = None,
+    operator: bool = True,
 ) -> Sandbox:
     """The control plane, the Feldera emulator and the operator, which runs with the identity
     and RBAC the chart renders for `chart_values` (all namespaces by default). With `examples`,
@@ -149,7 +150,8 @@ def start_sandbox(
                 if doc and doc.get("kind") == "Secret"
             )
             sb.kubectl("apply", "-f", "-", input=json.dumps(secret))
-        sb.start_operator(*operator_defaults(sb), *operator_args)
+        if operator:
+            sb.start_operator(*operator_defaults(sb), *operator_args)
     except BaseException:
         sb.stop()
         raise
