@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from feldera_operator import leader, metrics
+from feldera_operator import leader, metrics, permissions
 from feldera_operator.config import OperatorConfig
 from feldera_operator.kube import KubeApi, load_api_client
 from feldera_operator.models import GROUP, VERSION, FelderaInstance, FelderaPipeline
@@ -56,7 +56,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.batching.batch_window = 0.05
     settings.persistence.diffbase_storage = _NoDiffBase()
-    reconciler = Reconciler(config, KubeApi(load_api_client()))
+    api_client = load_api_client()
+    await permissions.check(api_client, config)  # names every missing grant, once
+    reconciler = Reconciler(config, KubeApi(api_client))
     memo["reconciler"] = reconciler
     if config.metrics_port:
         metrics.serve(config.metrics_port, reconciler.status_snapshot)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from feldera_operator import runner
+from feldera_operator.permissions import CLUSTER, required
+
 from .conftest import NAMESPACE, RELEASE, VALUE_SETS, find, render
+from .test_chart import operator_args
 
 FULLNAME = f"{RELEASE}-feldera-operator"
 
@@ -119,3 +125,34 @@ def test_rbac_can_be_left_to_the_cluster_admin() -> None:
     assert {o["kind"] for o in objects} == {"Deployment", "Service"}
     pod = find(objects, "Deployment")[0]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "x"
+
+
+# ------------------------------------------- the operator's own list (its start-up RBAC check)
+
+
+def chart_permissions(objects: list[dict[str, Any]]) -> set[tuple[str, str, str, str, str]]:
+    """(verb, group, resource, namespace or '', name or '') the chart grants."""
+    out = set()
+    for role in roles(objects):
+        namespace = role["metadata"].get("namespace", CLUSTER) if role["kind"] == "Role" else ""
+        for rule in role["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        for name in rule.get("resourceNames") or [""]:
+                            out.add((verb, group, resource, namespace, name))
+    return out
+
+
+@pytest.mark.parametrize("name", ["default", "namespaced", "ha"])
+def test_the_operators_own_permission_list_is_what_the_chart_grants(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`permissions.required()` (what the operator checks at start-up) for the configuration the
+    chart's own flags give it equals what the chart grants: one list cannot drift from the other."""
+    values = VALUE_SETS[name] | {"feldera": {"url": "http://f:8080", "apiKeySecret": {"name": "k"}}}
+    if name == "namespaced":
+        values["feldera"]["apiKeySecret"]["key"] = "token"
+    config = runner.config_from_args(operator_args(values, monkeypatch))
+    needed = {(p.verb, p.group, p.resource, p.namespace, p.name) for p in required(config)}
+    assert needed == chart_permissions(render(values))

@@ -1,0 +1,275 @@
+"""RBAC judged by Kubernetes itself: the operator runs with a token of the chart's ServiceAccount,
+bound by exactly the roles `helm template` renders.
+
+- With those grants, for each values shape (all namespaces; a namespace list; several replicas),
+  everything works, no request is refused, and every grant is used: the chart grants no more than
+  the operator needs.
+- Minimal: with any one rule removed, the operator names what it lacks at start-up (verb,
+  resource, scope, and what will not work), and the behaviour that needs the rule fails with
+  Kubernetes' own message, naming the verb and the resource, in the log or on the resource.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e.conftest import API_KEY, SQL
+
+from feldera_sandbox.controlplane import request_key
+from feldera_sandbox.sandbox import Process, Sandbox, is_ready, namespace_manifest, wait_for
+
+from .test_rbac import roles
+
+pytestmark = pytest.mark.e2e
+
+RELEASE_NS = "feldera-system"
+SHAPES: dict[str, dict[str, Any]] = {
+    "all namespaces": {},
+    "listed namespaces": {"watchNamespaces": ["team-a", "team-b"]},
+    "several replicas": {"replicas": 2, "leaderElection": {"leaseDuration": 3}},
+}
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    sb = Sandbox(tmp_path_factory.mktemp("rbac"))
+    try:
+        sb.start_kubernetes()
+        sb.start_feldera("--api-key", API_KEY)
+        sb.install_crds()
+        yield sb
+    finally:
+        sb.stop()
+
+
+def values(shape: dict[str, Any], feldera_url: str) -> dict[str, Any]:
+    return shape | {
+        "feldera": {"url": feldera_url, "apiKeySecret": {"name": "default-key", "key": "k"}},
+        "logFormat": "text",
+        "period": 1,
+    }
+
+
+def secret(name: str, namespace: str, key: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"feldera.dev/credentials": "true"},
+        },
+        "stringData": {key: API_KEY},
+    }
+
+
+def scenario(sb: Sandbox, namespace: str, tag: str) -> tuple[str, str]:
+    """A FelderaInstance with its Secret, a pipeline on it with deletionPolicy Stop, and a
+    pipeline on the default instance. Returns the two pipeline names."""
+    by_instance, by_default = f"{tag}-inst", f"{tag}-dflt"
+    for name in (by_instance, by_default):
+        sb.feldera("PUT", f"/v0/pipelines/{name}", {"name": name, "program_code": SQL}, API_KEY)
+    sb.apply(
+        [
+            namespace_manifest(namespace),
+            secret("instance-key", namespace, "apiKey"),
+            {
+                "apiVersion": "feldera.dev/v1alpha1",
+                "kind": "FelderaInstance",
+                "metadata": {"name": "local", "namespace": namespace},
+                "spec": {"url": sb.feldera_url, "apiKeySecretRef": {"name": "instance-key"}},
+            },
+            {
+                "apiVersion": "feldera.dev/v1alpha1",
+                "kind": "FelderaPipeline",
+                "metadata": {"name": by_instance, "namespace": namespace},
+                "spec": {"instanceRef": {"name": "local"}, "deletionPolicy": "Stop"},
+            },
+            {
+                "apiVersion": "feldera.dev/v1alpha1",
+                "kind": "FelderaPipeline",
+                "metadata": {"name": by_default, "namespace": namespace},
+                "spec": {},
+            },
+        ]
+    )
+    return by_instance, by_default
+
+
+def install(sb: Sandbox, shape: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chart's identity for this shape, replacing any earlier one's roles."""
+    for kind in ("clusterrolebinding", "clusterrole"):
+        sb.kubectl("delete", kind, "-l", "app.kubernetes.io/instance=feldera-operator")
+    for ns in ("team-a", "team-b", RELEASE_NS):
+        sb.kubectl("delete", "rolebinding,role", "-n", ns, "--all", "--ignore-not-found")
+    sb.apply([namespace_manifest(n) for n in ("team-a", "team-b", RELEASE_NS)])
+    sb.apply([secret("default-key", RELEASE_NS, "k")])
+    return sb.install_operator_identity(values(shape, sb.feldera_url))
+
+
+def start(sb: Sandbox, name: str) -> Process:
+    sb.reset_kube_counts()
+    return sb.start_operator("--metrics-port", "0", name=name)
+
+
+def granted(objects: list[dict[str, Any]]) -> set[str]:
+    """'verb resource' pairs the chart grants, as the audit log names requests."""
+    out = set()
+    for role in roles(objects):
+        for rule in role["rules"]:
+            for resource in rule["resources"]:
+                out |= {f"{verb} {resource}" for verb in rule["verbs"]}
+    return out
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+def test_the_charts_grants_are_enough_and_all_used(sandbox: Sandbox, shape: dict[str, Any]) -> None:
+    sb = sandbox
+    objects = install(sb, shape)
+    namespace = (shape.get("watchNamespaces") or ["team-a"])[0]
+    tag = re.sub(r"[^a-z]", "", str(sorted(shape)))[:10] or "all"
+    operator = start(sb, f"operator-{tag}")
+    try:
+        assert "RBAC: every permission this operator uses is granted" in operator.log_text()
+        by_instance, by_default = scenario(sb, namespace, tag)
+        wait_for(
+            lambda: (
+                all(
+                    is_ready(sb.get("felderapipelines", p, namespace) or {})
+                    for p in (by_instance, by_default)
+                )
+                and is_ready(sb.get("felderainstances", "local", namespace) or {})
+            ),
+            timeout=30,
+            what="both pipelines and the instance Ready",
+        )
+        obj = sb.get("felderapipelines", by_instance, namespace) or {}
+        assert "feldera.dev/stop-pipeline" in obj["metadata"].get("finalizers", [])
+        sb.kubectl("delete", "fpl", by_instance, "-n", namespace, "--wait=false")
+        wait_for(
+            lambda: sb.get("felderapipelines", by_instance, namespace) is None,
+            timeout=30,
+            what="the pipeline with deletionPolicy Stop deleted (finalizer released)",
+        )
+        if shape.get("replicas"):
+            wait_for(
+                lambda: sb.kube_counts().get("update leases"), timeout=15, what="lease renewed"
+            )
+        requests = sb.operator_requests()
+        refused = [
+            f"{request_key(e)} -> {e['responseStatus']['code']}"
+            for e in requests
+            if e.get("responseStatus", {}).get("code") == 403
+        ]
+        assert refused == [], refused
+        # Discovery (non-resource URLs) and the start-up self-reviews are every user's right.
+        used = {request_key(e) for e in requests if e.get("objectRef")}
+        used -= {"create selfsubjectaccessreviews"}
+        assert used <= granted(objects), sorted(used - granted(objects))
+        assert granted(objects) <= used, f"granted, never used: {granted(objects) - used}"
+    finally:
+        operator.stop()
+        sb.kubectl("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
+
+
+def rules_of(shape: dict[str, Any], feldera_url: str) -> list[tuple[str, int]]:
+    """(role name, index) of every rule the chart renders for this shape."""
+    from .conftest import render
+
+    out = []
+    for role in roles(render(values(shape, feldera_url), namespace=RELEASE_NS)):
+        out += [(role["metadata"]["name"], i) for i in range(len(role["rules"]))]
+    return out
+
+
+def without(objects: list[dict[str, Any]], role_name: str, index: int) -> dict[str, Any]:
+    """The one role, minus one rule; returns the removed rule."""
+    for role in roles(objects):
+        if role["metadata"]["name"] == role_name:
+            return dict(role["rules"].pop(index))
+    raise LookupError(role_name)
+
+
+# Every rule of every shape, by the shape that renders it (rules shared by several shapes are
+# tried once, in the first).
+RULES = [
+    ("all namespaces", "feldera-operator", 0),  # FelderaPipelines list, watch, patch
+    ("all namespaces", "feldera-operator", 1),  # FelderaInstances list, watch
+    ("all namespaces", "feldera-operator", 2),  # both statuses: patch
+    ("all namespaces", "feldera-operator", 3),  # Secrets get
+    ("all namespaces", "feldera-operator", 4),  # Events create
+    ("all namespaces", "feldera-operator", 5),  # CRDs list, watch
+    ("listed namespaces", "feldera-operator-discovery", 1),  # namespaces list, watch
+    ("listed namespaces", "feldera-operator-release", 0),  # the default instance's Secret
+    ("several replicas", "feldera-operator-release", 0),  # Lease create
+    ("several replicas", "feldera-operator-release", 1),  # the Lease get, update
+]
+
+
+def test_every_rule_is_listed(sandbox: Sandbox) -> None:
+    """RULES covers every rule the chart renders, in every shape."""
+    seen = set()
+    for shape_name, shape in SHAPES.items():
+        for role, index in rules_of(shape, sandbox.feldera_url):
+            seen.add((shape_name, role, index))
+    covered = {r for r in RULES}
+    for shape_name, role, index in seen - covered:
+        shared = any(r[1:] == (role, index) for r in RULES)
+        assert shared, f"rule {index} of {role} ({shape_name}) is not tried"
+
+
+@pytest.mark.parametrize(("shape_name", "role", "index"), RULES, ids=lambda v: str(v))
+def test_each_rule_removed_names_what_breaks(
+    sandbox: Sandbox, tmp_path: Path, shape_name: str, role: str, index: int
+) -> None:
+    sb = sandbox
+    shape = SHAPES[shape_name]
+    objects = install(sb, shape)
+    reduced = copy.deepcopy([o for o in objects if o["kind"] in ("ClusterRole", "Role")])
+    rule = without(reduced, role, index)
+    sb.apply(reduced)
+    namespace = (shape.get("watchNamespaces") or ["team-a"])[0]
+    tag = f"r{abs(hash((shape_name, role, index))) % 10**6}"
+    operator = start(sb, f"operator-{tag}")
+    try:
+        scenario(sb, namespace, tag)
+        for resource in rule["resources"]:
+            for verb in rule["verbs"]:
+                # Named at start-up by the operator's own check.
+                preflight = f"RBAC: cannot {verb} "
+                wait_for(
+                    lambda v=verb, r=resource: any(
+                        line.startswith(preflight) and f"{r.split('/')[0]}" in line
+                        for line in _messages(operator.log_text(), f"RBAC: cannot {v} ")
+                    ),
+                    timeout=15,
+                    what=f"the start-up check naming {verb} {resource}",
+                )
+        # And the behaviour itself fails with Kubernetes' own message.
+        verb, resource = rule["verbs"][0], rule["resources"][0]
+        refusal = f'cannot {verb} resource "{resource}"'
+        wait_for(
+            lambda: refusal in operator.log_text() or refusal in _statuses(sb, namespace),
+            timeout=20,
+            what=f"{refusal!r} in the operator's log or on a resource",
+        )
+    finally:
+        operator.stop()
+        sb.kubectl("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
+
+
+def _messages(log: str, prefix: str) -> list[str]:
+    return [line[line.index(prefix) :] for line in log.splitlines() if prefix in line]
+
+
+def _statuses(sb: Sandbox, namespace: str) -> str:
+    texts = []
+    for plural in ("felderapipelines", "felderainstances"):
+        for obj in sb.list_objects(plural, namespace):
+            texts.append(str(obj.get("status") or ""))
+    return "\n".join(texts)
