@@ -104,15 +104,16 @@ def test_sdk_creates_starts_reads_stats_toggles_connectors_and_stops(served: Ser
     assert counts[count_key("POST", ROUTE_INPUT_CONNECTOR_ACTION)] == 2
 
 
-def test_sdk_start_paused_then_restart_restores_connector_flags(served: Served) -> None:
+def test_sdk_restart_in_open_source_takes_connector_flags_from_the_sql(served: Served) -> None:
     client = FelderaClient(served.url)
     pipeline = PipelineBuilder(client, "sdk_restart", sql=SQL).create_or_replace()
     pipeline.start_paused()
     assert pipeline.status() == PipelineStatus.PAUSED
     pipeline.start_input_connector("orders", "live")
-    pipeline.restart()  # stop(force=True) then start()
-    assert pipeline.status() == PipelineStatus.RUNNING
     assert _flags(pipeline.stats())["orders.live"] is False
+    pipeline.restart()  # stop(force=True) then start(): open source keeps no checkpoint
+    assert pipeline.status() == PipelineStatus.RUNNING
+    assert _flags(pipeline.stats())["orders.live"] is True
 
 
 def test_sdk_sees_feldera_errors(served: Served) -> None:
