@@ -263,6 +263,11 @@ def _error_response(status: int, error_code: str, message: str, details: Any) ->
     return web.json_response(body, status=status)
 
 
+def _bad_json(detail: str) -> web.HTTPBadRequest:
+    """A body the server's framework (actix) cannot deserialize: a plain-text 400, no JSON."""
+    return web.HTTPBadRequest(text=f"Json deserialize error: {detail}")
+
+
 def _pipeline_says(error_code: str, message: str) -> ApiError:
     """An error the pipeline process itself answers with, forwarded as is (no Retry-After)."""
     return ApiError(503, error_code, message, None, retry_after=False)
@@ -407,7 +412,7 @@ def _resources_status(status: str) -> tuple[str, str | None]:
 
 def _check_name(name: Any) -> str:
     if not isinstance(name, str):
-        raise ApiError(400, "InvalidRequestBody", "the pipeline name must be a string")
+        raise _bad_json("invalid type for `name`, expected a string")
     if not name:
         raise ApiError(400, "EmptyName", "Name cannot be be empty", None)
     if len(name) > 63:
@@ -847,15 +852,14 @@ class FelderaEmulator:
             )
 
     @staticmethod
-    async def _json_body(request: web.Request, *, empty: Any = None) -> dict[str, Any]:
-        if empty is not None and not (await request.read()).strip():
-            return dict(empty)
+    async def _json_body(request: web.Request) -> dict[str, Any]:
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ApiError(400, "InvalidRequestBody", f"Request body is not JSON: {err}") from err
+            raise _bad_json(str(err)) from err
         if not isinstance(body, dict):
-            raise ApiError(400, "InvalidRequestBody", "Request body must be a JSON object")
+            kind = "null" if body is None else "sequence" if isinstance(body, list) else "value"
+            raise _bad_json(f"invalid type: {kind}, expected a struct at line 1")
         return body
 
     def _get(self, name: str) -> _Pipeline:
@@ -1326,11 +1330,11 @@ class FelderaEmulator:
             if key in ("program_code", "udf_rust", "udf_toml", "description") and not isinstance(
                 value, str
             ):
-                raise ApiError(400, "InvalidRequestBody", f"'{key}' must be a string")
+                raise _bad_json(f"invalid type for `{key}`, expected a string")
             if key == "tags" and not (
                 isinstance(value, list) and all(isinstance(t, str) for t in value)
             ):
-                raise ApiError(400, "InvalidRequestBody", "'tags' must be a list of strings")
+                raise _bad_json("invalid type for `tags`, expected a sequence of strings")
             if key == "runtime_config":
                 try:
                     value = normalize_runtime_config(value, enterprise=self.enterprise)
@@ -1429,7 +1433,7 @@ class FelderaEmulator:
         body = await self._json_body(request)
         name = _check_name(body.get("name"))
         if not isinstance(body.get("program_code"), str):
-            raise ApiError(400, "InvalidRequestBody", "missing field `program_code`")
+            raise _bad_json("missing field `program_code`")
         fields = self._fields(body, full=True)
         if name in self._pipelines:
             raise ApiError(409, "DuplicateName", "An entity with this name already exists", None)
@@ -1441,9 +1445,9 @@ class FelderaEmulator:
         body = await self._json_body(request)
         body_name = body.get("name")
         if not isinstance(body_name, str):
-            raise ApiError(400, "InvalidRequestBody", "missing field `name`")
+            raise _bad_json("missing field `name`")
         if not isinstance(body.get("program_code"), str):
-            raise ApiError(400, "InvalidRequestBody", "missing field `program_code`")
+            raise _bad_json("missing field `program_code`")
         fields = self._fields(body, full=True)
         p = self._pipelines.get(name)
         if p is None:
@@ -1466,7 +1470,7 @@ class FelderaEmulator:
         body = await self._json_body(request)
         new_name = body.get("name")
         if new_name is not None and not isinstance(new_name, str):
-            raise ApiError(400, "InvalidRequestBody", "'name' must be a string")
+            raise _bad_json("invalid type for `name`, expected a string")
         self._update(p, self._fields(body, full=False), new_name, platform_counts=False)
         return web.json_response(self._render(p, "all"))
 
@@ -1518,7 +1522,7 @@ class FelderaEmulator:
 
     async def _diff(self, request: web.Request) -> web.Response:
         p = self._pipeline(request)
-        body = await self._json_body(request, empty={})
+        body = await self._json_body(request)
         current = p.program
         if p.program_status != "Success" or current is None:
             raise ApiError(
@@ -1532,7 +1536,7 @@ class FelderaEmulator:
         if code is None:
             code = p.program_code
         if not isinstance(code, str):
-            raise ApiError(400, "InvalidRequestBody", "'program_code' must be a string")
+            raise _bad_json("invalid type for `program_code`, expected a string")
         system = self._check_runtime_version(body.get("runtime_version"))
         if system is not None:
             raise ApiError(
@@ -1568,7 +1572,7 @@ class FelderaEmulator:
         body = await self._json_body(request)
         code = body.get("program_code")
         if not isinstance(code, str):
-            raise ApiError(400, "InvalidRequestBody", "missing field `program_code`")
+            raise _bad_json("missing field `program_code`")
         system = self._check_runtime_version(body.get("runtime_version"))
         if system is not None:
             return web.json_response({"SystemError": {"error": system}})
