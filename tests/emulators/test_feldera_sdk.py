@@ -180,6 +180,7 @@ def test_sdk_waits_for_compilation_and_raises_sql_errors_with_their_message(
     assert pipeline.program_status() == ProgramStatus.Success
     assert "orders.live" in pipeline.program_info()["input_connectors"]
 
+    served.emulator.compile_delay = 0.0  # the SDK polls once a second: spare the test one
     bad = SQL + "CREATE VIEW broken AS SELECT * FROM nowhere;"
     with pytest.raises(RuntimeError) as info:
         PipelineBuilder(client, "sdk_bad_sql", sql=bad).create_or_replace()
