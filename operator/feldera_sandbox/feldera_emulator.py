@@ -1,30 +1,66 @@
-"""An emulator of the Feldera REST API (pipeline-manager, open-source edition), over real HTTP.
+"""An emulator of the Feldera REST API (pipeline-manager), over real HTTP or https.
 
-What it emulates, as /work/shared/feldera-api.md describes the real server:
-- pipeline CRUD (`GET/POST /v0/pipelines`, `GET/PUT/PATCH/DELETE /v0/pipelines/{name}`) with the
-  `all | status | status_with_connectors` selectors, `version`/`program_version`/`refresh_version`;
-- compilation (Pending → CompilingSql → SqlCompiled → CompilingRust → Success, or SqlError when the
-  SQL cannot be read) and `program_info` with the tables, views and connectors read from the SQL's
-  `WITH ('connectors' = ...)` clauses (see `feldera_sql`);
-- the asynchronous deployment state machine (Stopped → Provisioning → Initializing →
-  Running|Paused ⇄, Stopping → Stopped; storage InUse → Clearing → Cleared), each step `delay`
-  seconds apart, or applied before the next request is served when `delay` is 0;
-- `start?initial=`, `pause`, `resume`, `stop?force=true` (without force: 501 as open source does),
+What it emulates, as /work/shared/feldera-api.md describes the real server (0.337 sources where
+that page is silent):
+- both editions (`edition="open-source" | "enterprise"`, reported by `GET /v0/config`);
+- pipeline CRUD with the `all | status | status_with_connectors` selectors: PUT upserts (201/200),
+  PATCH replaces the top-level fields it gives, a changed platform version counts as a program
+  change for PUT (not PATCH); `version` bumps on a core change, `program_version` on a program
+  change, `refresh_version` on every visible change; an update that changes nothing bumps nothing
+  and is accepted in any state; `description`/`tags` are editable anytime and bump nothing;
+  400 `UpdateRestrictedToStopped`, `EditRestrictedToClearedStorage` (`details.not_allowed`),
+  `InvalidRuntimeConfig` (also fault tolerance in the open-source edition); `runtime_config` and
+  `program_config` are stored with their defaults filled in and unknown keys dropped
+  (`feldera_config`);
+- compilation, a timed state machine (Pending → CompilingSql → SqlCompiled → CompilingRust →
+  Success | SqlError | RustError | SystemError, each step `compile_delay` seconds) whose outcome
+  and `program_error`/`program_info` come from `feldera_program` and `feldera_sql`;
+- `POST /v0/pipelines/{p}/diff` (PipelineDiff), `POST /v0/validate_program`,
+  `POST /v0/pipelines/{p}/update_runtime`;
+- the deployment state machine (Stopped → Provisioning → Initializing → [AwaitingApproval →]
+  [Bootstrapping →] Running|Paused ⇄, Suspended, Stopping → Stopped; storage Cleared → InUse →
+  Clearing → Cleared), each step `delay` seconds apart, or applied before the answer when 0;
+- `start?initial=&bootstrap_policy=&dismiss_error=`, `pause`, `resume`, `stop?force=`
+  (`force=false`: 501 in open source, suspend with a checkpoint in Enterprise), `approve`,
   `clear`, `dismiss_error`, `/stats`, input and output connector `start|pause` and `/stats`;
-- restarts: connector paused flags come back from the "checkpoint" taken at stop, or from the SQL
-  (`restore="sql"`), the drift the operator exists to correct;
+- checkpoints and restarts (see "State across a restart" below);
 - API keys with `read`/`write` roles (401 `AuthenticationFailed`, 403 `InsufficientPermissions`);
-- exact status codes and `{message, error_code, details}` bodies.
+- exact status codes and `{message, error_code, details}` bodies; 503s of the manager carry
+  `Retry-After: 5` as Feldera's do;
+- https (`tls=server_tls(...)`, see `feldera_tls`), also with an expired certificate or one for
+  another host.
+
+State across a restart. A checkpoint holds the program it was taken under and each connector's
+paused flag and counters. Enterprise `stop?force=false` takes one (and fails with `SuspendError`
+when `runtime_config.storage` is off); a forced stop or a crash leaves what `restore` says:
+`auto` (the default) is what the edition does: open source keeps no checkpoint (a restart takes
+the SQL flags and empty state), Enterprise with fault tolerance keeps one of the moment (its
+periodic checkpoint), Enterprise without keeps the last one it had; `checkpoint` keeps one of the
+moment in any edition (a test stand-in for fault tolerance); `sql` drops any. A start resumes from
+the checkpoint: each connector gets its checkpointed flag unless its config (`paused` aside)
+changed. In Enterprise, when the checkpoint's program differs from the current one (any entry in
+the PipelineDiff, connectors included), `bootstrap_policy` decides: `allow` bootstraps,
+`await_approval` (default) waits in AwaitingApproval with
+`deployment_runtime_status_details.approval_diff` until `/approve`, `reject` stops with
+`InitializationError`; a change Feldera cannot bootstrap (LATENESS, or a new/modified view reading
+an unchanged non-materialized table) stops the same way whatever the policy; the checkpoint is
+kept in every case, `/clear` drops it. Connectors of added or modified tables restart from the SQL.
 
 What it does not: run SQL or move data (metrics of an active connector tick up per `/stats` read),
-ingress/egress/query, checkpoints API, transactions, logs beyond a short lifecycle trail,
-tenants, JWTs, bootstrapping approval, standby, Enterprise suspend.
+ingress/egress/query, the checkpoint and sync APIs, transactions, logs beyond a short lifecycle
+trail, tenants, JWTs, `/activate` (a Standby pipeline stays so), concurrent bootstrapping,
+`silent_bootstrap` (accepted, no effect), the early-start recompilation of an old platform version.
 
-Test hooks (not counted, no auth), in process and over HTTP under `/_emulator/`: fault injection
-(status, latency, dropped connections), request counts keyed `"METHOD /route/{template}"` (the
-`ROUTE_*` constants), a log of action calls with their arrival times (`actions()`, for latency
-benchmarks), settings (`restore`, `delay`), and drift (`set_connector_paused`, `fail_pipeline`)
-that changes state behind the client's back.
+Test hooks (not counted, no auth), in process and over HTTP under `/_emulator/`:
+- faults (`inject_fault`, `POST|DELETE /_emulator/faults`; see `feldera_faults`): status, latency,
+  dropped or hanging connections, slow bodies, HTML proxy pages, `Retry-After`; per route or all;
+- request counts keyed `"METHOD /route/{template}"` (the `ROUTE_*` constants), `GET|DELETE
+  /_emulator/requests`; a log of state-changing calls with their arrival times (`actions()`,
+  `GET|DELETE /_emulator/actions`);
+- settings (`GET|PATCH /_emulator/settings`): `restore`, `delay`, `compile_delay`, `edition`,
+  `platform_version` (a Feldera upgrade);
+- drift: `set_connector_paused` (`POST /_emulator/connector`), `fail_pipeline`
+  (`POST /_emulator/fail`); the CA of the https mode: `ca_pem`, `GET /_emulator/ca`.
 """
 
 from __future__ import annotations
@@ -41,25 +77,60 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NoReturn, cast
+from pathlib import Path
+from typing import Any, Final, Literal, cast
 
 from aiohttp import web
 
-from feldera_sandbox.feldera_sql import (
-    Program,
-    Relation,
-    SqlParseError,
-    canonical_name,
-    parse_program,
+from feldera_sandbox import feldera_faults
+from feldera_sandbox.feldera_config import (
+    ConfigError,
+    fault_tolerance_enabled,
+    normalize_program_config,
+    normalize_runtime_config,
+    storage_edits,
+    storage_enabled,
 )
+from feldera_sandbox.feldera_faults import ANY_ROUTE, Fault
+from feldera_sandbox.feldera_program import (
+    Compilation,
+    bootstrap_blockers,
+    compile_program,
+    diff_is_empty,
+    lateness_blockers,
+    pipeline_diff,
+    program_info,
+    runtime_version_error,
+    sql_messages,
+)
+from feldera_sandbox.feldera_sql import Program, SqlParseError, canonical_name, parse_program
+from feldera_sandbox.feldera_tls import TLS_MODES, ServerTls, TlsMode, server_tls
+
+__all__ = [
+    "ACTION_ROUTES",
+    "ANY_ROUTE",
+    "ROUTES",
+    "ActionCall",
+    "ApiError",
+    "Fault",
+    "FelderaEmulator",
+    "count_key",
+]
 
 Role = Literal["read", "write"]
-Restore = Literal["checkpoint", "sql"]
+Restore = Literal["auto", "checkpoint", "sql"]
+Edition = Literal["open-source", "enterprise"]
+BootstrapPolicy = Literal["allow", "reject", "await_approval"]
+
+EDITIONS: Final[dict[str, str]] = {"open-source": "Open source", "enterprise": "Enterprise"}
+RESTORES: Final = ("auto", "checkpoint", "sql")
+BOOTSTRAP_POLICIES: Final = ("allow", "reject", "await_approval")
 
 # Route templates: the request-count keys are "METHOD " + one of these, and faults match them.
 ROUTE_HEALTHZ = "/healthz"
 ROUTE_CONFIG = "/v0/config"
 ROUTE_CLUSTER_HEALTHZ = "/v0/cluster_healthz"
+ROUTE_VALIDATE_PROGRAM = "/v0/validate_program"
 ROUTE_PIPELINES = "/v0/pipelines"
 ROUTE_PIPELINE = "/v0/pipelines/{pipeline}"
 ROUTE_START = "/v0/pipelines/{pipeline}/start"
@@ -67,6 +138,9 @@ ROUTE_PAUSE = "/v0/pipelines/{pipeline}/pause"
 ROUTE_RESUME = "/v0/pipelines/{pipeline}/resume"
 ROUTE_STOP = "/v0/pipelines/{pipeline}/stop"
 ROUTE_CLEAR = "/v0/pipelines/{pipeline}/clear"
+ROUTE_APPROVE = "/v0/pipelines/{pipeline}/approve"
+ROUTE_DIFF = "/v0/pipelines/{pipeline}/diff"
+ROUTE_UPDATE_RUNTIME = "/v0/pipelines/{pipeline}/update_runtime"
 ROUTE_DISMISS_ERROR = "/v0/pipelines/{pipeline}/dismiss_error"
 ROUTE_STATS = "/v0/pipelines/{pipeline}/stats"
 ROUTE_LOGS = "/v0/pipelines/{pipeline}/logs"
@@ -84,6 +158,7 @@ ROUTES: frozenset[str] = frozenset(
         ROUTE_HEALTHZ,
         ROUTE_CONFIG,
         ROUTE_CLUSTER_HEALTHZ,
+        ROUTE_VALIDATE_PROGRAM,
         ROUTE_PIPELINES,
         ROUTE_PIPELINE,
         ROUTE_START,
@@ -91,6 +166,9 @@ ROUTES: frozenset[str] = frozenset(
         ROUTE_RESUME,
         ROUTE_STOP,
         ROUTE_CLEAR,
+        ROUTE_APPROVE,
+        ROUTE_DIFF,
+        ROUTE_UPDATE_RUNTIME,
         ROUTE_DISMISS_ERROR,
         ROUTE_STATS,
         ROUTE_LOGS,
@@ -101,31 +179,45 @@ ROUTES: frozenset[str] = frozenset(
     }
 )
 
-LISTENING_MESSAGE = "feldera emulator listening on {url}"
-
-_NAME_PATTERN = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_]*)?[A-Za-z0-9]$")
-_CONNECTOR_ACTIONS = ("start", "pause")
-_COMPILING = ("Pending", "CompilingSql", "SqlCompiled", "CompilingRust")
-_COMPILE_FAILED = ("SqlError", "RustError", "SystemError")
-# Where the API server itself answers for the runtime: nothing to forward a request to.
-_NOT_DEPLOYED = ("Stopped", "Provisioning", "Stopping")
-_CORE_FIELDS = ("program_code", "udf_rust", "udf_toml", "program_config", "runtime_config")
-_PROGRAM_FIELDS = ("program_code", "udf_rust", "udf_toml", "program_config")
-_LOG_LINES = 200
-_ACTION_LOG_SIZE = 100_000
-# The routes whose calls change state: logged with their arrival time (see `actions()`).
+# The routes whose calls change state: logged with their arrival time (see `actions()`). A GET of
+# a route here (the pipeline itself) is a read and is not logged.
 ACTION_ROUTES: frozenset[str] = frozenset(
     {
+        ROUTE_PIPELINES,
+        ROUTE_PIPELINE,
         ROUTE_START,
         ROUTE_PAUSE,
         ROUTE_RESUME,
         ROUTE_STOP,
         ROUTE_CLEAR,
+        ROUTE_APPROVE,
+        ROUTE_UPDATE_RUNTIME,
         ROUTE_DISMISS_ERROR,
         ROUTE_INPUT_CONNECTOR_ACTION,
         ROUTE_OUTPUT_CONNECTOR_ACTION,
     }
 )
+
+LISTENING_MESSAGE = "feldera emulator listening on {url}"
+
+_NAME_PATTERN = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_]*)?[A-Za-z0-9]$")
+_NAME_PATTERN_TEXT = r"^([A-Za-z0-9][-A-Za-z0-9_]*)?[A-Za-z0-9]$"
+_NAME_DESCRIPTION = (
+    "be non-empty and only contain lowercase (a-z), uppercase (A-Z), number (0-9), underscore (_) "
+    "or hyphen (-) characters, but cannot start or end with hyphen or underscore"
+)
+_RUNTIME_VERSION = re.compile(r"^(v\d+\.\d+\.\d+|[0-9a-f]{40})$")
+_CONNECTOR_ACTIONS = ("start", "pause")
+_COMPILING = ("Pending", "CompilingSql", "SqlCompiled", "CompilingRust")
+_COMPILE_FAILED = ("SqlError", "RustError", "SystemError")
+_SQL_COMPILED = ("SqlCompiled", "CompilingRust", "Success", "RustError")
+# Where the API server itself answers for the runtime: nothing to forward a request to.
+_NOT_DEPLOYED = ("Stopped", "Provisioning", "Stopping")
+_PROGRAM_FIELDS = ("program_code", "udf_rust", "udf_toml", "program_config")
+_METADATA_FIELDS = ("description", "tags")
+_RETRY_AFTER_SECONDS = "5"
+_LOG_LINES = 200
+_ACTION_LOG_SIZE = 100_000
 
 
 def count_key(method: str, route: str) -> str:
@@ -138,17 +230,32 @@ def _now() -> str:
 
 
 class ApiError(Exception):
-    """A Feldera error response: `status` and the `{message, error_code, details}` body."""
+    """A Feldera error response: `status` and the `{message, error_code, details}` body.
 
-    def __init__(self, status: int, error_code: str, message: str, details: Any = None) -> None:
+    `retry_after`: add `Retry-After: 5`, as the manager does on its own 503s (default: on 503).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        error_code: str,
+        message: str,
+        details: Any = None,
+        *,
+        retry_after: bool | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error_code = error_code
         self.message = message
         self.details = details
+        self.retry_after = status == 503 if retry_after is None else retry_after
 
     def response(self) -> web.Response:
-        return _error_response(self.status, self.error_code, self.message, self.details)
+        response = _error_response(self.status, self.error_code, self.message, self.details)
+        if self.retry_after:
+            response.headers["Retry-After"] = _RETRY_AFTER_SECONDS
+        return response
 
 
 def _error_response(status: int, error_code: str, message: str, details: Any) -> web.Response:
@@ -156,28 +263,22 @@ def _error_response(status: int, error_code: str, message: str, details: Any) ->
     return web.json_response(body, status=status)
 
 
-@dataclass
-class Fault:
-    """An injected fault: `count` more matching requests get it (`count <= 0`: every one)."""
+def _bad_json(detail: str) -> web.HTTPBadRequest:
+    """A body the server's framework (actix) cannot deserialize: a plain-text 400, no JSON."""
+    return web.HTTPBadRequest(text=f"Json deserialize error: {detail}")
 
-    endpoint: str
-    method: str | None = None
-    status: int | None = None
-    error_code: str | None = None
-    latency: float = 0.0
-    drop: bool = False
-    count: int = 1
 
-    def matches(self, route: str, method: str) -> bool:
-        return self.endpoint == route and (
-            self.method is None or self.method.upper() == method.upper()
-        )
+def _pipeline_says(error_code: str, message: str) -> ApiError:
+    """An error the pipeline process itself answers with, forwarded as is (no Retry-After)."""
+    return ApiError(503, error_code, message, None, retry_after=False)
 
 
 @dataclass(frozen=True)
 class ActionCall:
-    """One action call as it arrived: `wall` is `time.time()` (comparable with a client's clock on
-    the same machine), `monotonic` is `time.monotonic()`; `status` is the answer's HTTP status."""
+    """One state-changing call as it arrived: `wall` is `time.time()` (comparable with a client's
+    clock on the same machine), `monotonic` is `time.monotonic()`; `status` is the answer's HTTP
+    status. `action` is the last path segment (`start`, `clear`, `approve`...), the connector
+    action, `create` for `POST /v0/pipelines`, or `put`/`patch`/`delete` on a pipeline."""
 
     wall: float
     monotonic: float
@@ -192,7 +293,7 @@ class ActionCall:
 
 @dataclass
 class _Endpoint:
-    """A connector as the running pipeline knows it."""
+    """A connector as the pipeline knows it."""
 
     relation: str
     name: str
@@ -211,14 +312,32 @@ class _Endpoint:
         return json.dumps({k: v for k, v in self.config.items() if k != "paused"}, sort_keys=True)
 
 
+@dataclass(frozen=True)
+class _Saved:
+    fingerprint: str
+    paused: bool
+    total_records: int
+    total_bytes: int
+
+
+@dataclass
+class _Checkpoint:
+    """What storage holds after a checkpoint: the program it ran and each connector's state."""
+
+    program: Program
+    endpoints: dict[str, _Saved]
+
+
 @dataclass
 class _Pipeline:
     name: str
     program_code: str
+    compilation: Compilation
+    platform_version: str
     udf_rust: str = ""
     udf_toml: str = ""
-    program_config: Any = field(default_factory=dict)
-    runtime_config: Any = field(default_factory=dict)
+    program_config: dict[str, Any] = field(default_factory=dict)
+    runtime_config: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     tags: list[str] = field(default_factory=list)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -228,20 +347,26 @@ class _Pipeline:
     refresh_version: int = 1
     program_status: str = "Pending"
     program_status_since: str = field(default_factory=_now)
-    program: Program | None = None
-    parse_error: SqlParseError | None = None
     status: str = "Stopped"
     status_since: str = field(default_factory=_now)
+    # Combined desired status: Stopped | Running | Paused | Suspended | Standby.
     desired: str = "Stopped"
     desired_since: str = field(default_factory=_now)
+    # Running or Paused: where the runtime heads once it runs (pause/resume change it).
+    runtime_wish: str = "Running"
     deployment_error: dict[str, Any] | None = None
     deployment_id: str | None = None
     deployment_initial: str | None = None
+    bootstrap_policy: str | None = None
     storage_status: str = "Cleared"
     inputs: dict[str, _Endpoint] = field(default_factory=dict)
     outputs: dict[str, _Endpoint] = field(default_factory=dict)
-    # Paused flags at the last stop, by full name, with the config they were taken under.
-    checkpoint: dict[str, tuple[str, bool]] | None = None
+    checkpoint: _Checkpoint | None = None
+    # The checkpoint's diff to the current program while it is being bootstrapped.
+    pending_diff: dict[str, Any] | None = None
+    approved: bool = False
+    # Ran (reached Running/Paused) in this incarnation: a forced stop may leave a checkpoint.
+    initialized: bool = False
     incarnation: str = ""
     started_at: float = 0.0
     logs: collections.deque[str] = field(
@@ -254,43 +379,78 @@ class _Pipeline:
     def fully_stopped(self) -> bool:
         return self.status == "Stopped" and self.desired == "Stopped"
 
+    @property
+    def program(self) -> Program | None:
+        """The program as the pipeline knows it: once its SQL compiled."""
+        return self.compilation.program if self.program_status in _SQL_COMPILED else None
+
     def set_status(self, status: str) -> None:
         self.status = status
         self.status_since = _now()
+        self.refresh_version += 1
         self.logs.append(f"{self.status_since} deployment status: {status}")
 
     def set_desired(self, desired: str) -> None:
         if desired != self.desired:
             self.desired = desired
             self.desired_since = _now()
+            self.refresh_version += 1
 
     def set_program_status(self, status: str) -> None:
         self.program_status = status
         self.program_status_since = _now()
+        if status not in ("CompilingSql", "CompilingRust"):
+            self.refresh_version += 1
         self.logs.append(f"{self.program_status_since} program status: {status}")
 
 
 def _resources_status(status: str) -> tuple[str, str | None]:
-    if status in ("Stopped", "Provisioning", "Stopping"):
+    if status in _NOT_DEPLOYED:
         return status, None
     return "Provisioned", status
 
 
-def _relation_json(rel: Relation) -> dict[str, Any]:
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise _bad_json("invalid type for `name`, expected a string")
+    if not name:
+        raise ApiError(400, "EmptyName", "Name cannot be be empty", None)
+    if len(name) > 63:
+        raise ApiError(
+            400,
+            "TooLongName",
+            f"Name '{name}' is longer ({len(name)}) than maximum allowed (63)",
+            {"name": name, "length": len(name), "maximum": 63},
+        )
+    if not _NAME_PATTERN.match(name):
+        raise ApiError(
+            400,
+            "NameDoesNotMatchPattern",
+            f"Name '{name}' should {_NAME_DESCRIPTION} (pattern: '{_NAME_PATTERN_TEXT}')",
+            {"name": name, "pattern": _NAME_PATTERN_TEXT, "pattern_description": _NAME_DESCRIPTION},
+        )
+    return name
+
+
+def _config_error(which: str, value: Any, err: ConfigError) -> ApiError:
+    code = "InvalidRuntimeConfig" if which == "runtime_config" else "InvalidProgramConfig"
+    return ApiError(
+        400,
+        code,
+        f"JSON for '{which}' field:\n{json.dumps(value, indent=2)}\n\n... is not valid due to: "
+        f"{err.reason}",
+        {"value": value, "error": err.error},
+    )
+
+
+def _initialization_error(reason: str, details: Any) -> dict[str, Any]:
+    """The `deployment_error` of a pipeline that failed to initialize, as its runner reports it."""
     return {
-        "name": rel.name,
-        "case_sensitive": rel.case_sensitive,
-        "fields": list(rel.fields),
-        "materialized": rel.materialized,
-        "properties": {},
+        "message": "Operation failed because the pipeline failed to initialize. Error details: "
+        f"{reason}.",
+        "error_code": "InitializationError",
+        "details": {"error": details},
     }
-
-
-def _connector_config(relation: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    result = {"stream": relation, "paused": False}
-    result.update(config)
-    result["stream"] = relation
-    return result
 
 
 class FelderaEmulator:
@@ -301,8 +461,11 @@ class FelderaEmulator:
         *,
         api_keys: Mapping[str, Role] | None = None,
         delay: float = 0.0,
-        restore: Restore = "checkpoint",
+        compile_delay: float = 0.0,
+        restore: Restore = "auto",
+        edition: Edition = "open-source",
         version: str = "0.369.0",
+        tls: ServerTls | None = None,
     ) -> None:
         for key, role in (api_keys or {}).items():
             if role not in ("read", "write"):
@@ -311,20 +474,25 @@ class FelderaEmulator:
                 raise ValueError("an API key must not be empty")
         self._api_keys: dict[str, Role] = dict(api_keys or {})
         self.delay = delay
+        self.compile_delay = compile_delay
         self.restore = restore
+        self.edition = edition
         self.version = version
+        self.tls = tls
         self._pipelines: dict[str, _Pipeline] = {}
         self._faults: list[Fault] = []
         self._counts: collections.Counter[str] = collections.Counter()
         self._actions: collections.deque[ActionCall] = collections.deque(maxlen=_ACTION_LOG_SIZE)
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._started = _now()
 
     # ----------------------------------------------------------------- settings and test hooks
 
     @property
     def delay(self) -> float:
+        """Seconds each deployment and storage step takes (0: applied before the answer)."""
         return self._delay
 
     @delay.setter
@@ -334,14 +502,54 @@ class FelderaEmulator:
         self._delay = float(value)
 
     @property
+    def compile_delay(self) -> float:
+        """Seconds each of the four compilation steps takes (0: applied before the answer)."""
+        return self._compile_delay
+
+    @compile_delay.setter
+    def compile_delay(self, value: float) -> None:
+        if value < 0:
+            raise ValueError("compile_delay must be >= 0")
+        self._compile_delay = float(value)
+
+    @property
     def restore(self) -> Restore:
+        """What a forced stop or a crash leaves for the next start (see the module docstring)."""
         return self._restore
 
     @restore.setter
     def restore(self, value: Restore) -> None:
-        if value not in ("checkpoint", "sql"):
-            raise ValueError("restore must be 'checkpoint' or 'sql'")
+        if value not in RESTORES:
+            raise ValueError("restore must be 'auto', 'checkpoint' or 'sql'")
         self._restore: Restore = value
+
+    @property
+    def edition(self) -> Edition:
+        return self._edition
+
+    @edition.setter
+    def edition(self, value: Edition) -> None:
+        if value not in EDITIONS:
+            raise ValueError("edition must be 'open-source' or 'enterprise'")
+        self._edition: Edition = value
+
+    @property
+    def enterprise(self) -> bool:
+        return self._edition == "enterprise"
+
+    @property
+    def ca_pem(self) -> bytes | None:
+        """The PEM of the CA that signed the https certificate (None: plain http or own files)."""
+        return self.tls.ca_pem if self.tls is not None else None
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "restore": self.restore,
+            "delay": self.delay,
+            "compile_delay": self.compile_delay,
+            "edition": self.edition,
+            "platform_version": self.version,
+        }
 
     def inject_fault(
         self,
@@ -353,21 +561,33 @@ class FelderaEmulator:
         latency: float = 0.0,
         drop: bool = False,
         count: int = 1,
+        hang: bool = False,
+        slow_body: float = 0.0,
+        html: bool = False,
+        retry_after: str | None = None,
     ) -> Fault:
-        """Make the next `count` requests to `endpoint` (a `ROUTE_*` template) misbehave.
-
-        `latency` delays the answer; then `drop` closes the connection without one, or `status`
-        answers with a Feldera error body (`error_code`, default "EmulatedFault"). A fault with
-        neither only adds latency. Faults apply in the order injected.
+        """Make the next `count` requests to `endpoint` (a `ROUTE_*` template, or `ANY_ROUTE`)
+        misbehave; `count <= 0`: every one until `clear_faults()`. See `feldera_faults` for what
+        each kind does. Faults apply in the order injected, one per request.
 
         aiohttp resends an idempotent request once when its connection drops, so an aiohttp GET
         fails visibly only after two drops: inject `drop=True, count=2` for that.
         """
-        if endpoint not in ROUTES:
+        if endpoint not in ROUTES and endpoint != ANY_ROUTE:
             raise ValueError(f"unknown endpoint template {endpoint!r}; use a ROUTE_* constant")
-        if latency < 0:
-            raise ValueError("latency must be >= 0")
-        fault = Fault(endpoint, method, status, error_code, latency, drop, count)
+        fault = Fault(
+            endpoint,
+            method,
+            status,
+            error_code,
+            latency,
+            drop,
+            count,
+            hang,
+            slow_body,
+            html,
+            None if retry_after is None else str(retry_after),
+        )
         self._faults.append(fault)
         return fault
 
@@ -381,7 +601,8 @@ class FelderaEmulator:
         self._counts.clear()
 
     def actions(self) -> list[ActionCall]:
-        """The action calls since the last `reset_actions()` (the newest 100,000), oldest first."""
+        """The state-changing calls since the last `reset_actions()` (the newest 100,000), oldest
+        first."""
         return list(self._actions)
 
     def reset_actions(self) -> None:
@@ -392,19 +613,22 @@ class FelderaEmulator:
     ) -> None:
         """Flip a connector's flag behind the client's back (someone pressed pause elsewhere).
 
-        Works in any deployment state, so tests can also plant a flag that a restart restores.
+        Works in any deployment state: on a stopped pipeline it plants the flag in the checkpoint
+        (making one if there is none), so that the next start restores it.
         """
         p = self._get(pipeline)
         endpoint = self._endpoint(p, relation, connector, output=output)
         endpoint.paused = paused
-        if p.status == "Stopped":
-            # A stopped pipeline's flags live in its checkpoint until the next start reads them.
+        if p.status == "Stopped" and p.program is not None:
             if p.checkpoint is None:
-                p.checkpoint = {}
-            p.checkpoint[endpoint.full_name] = (endpoint.fingerprint(), paused)
+                p.checkpoint = _Checkpoint(p.program, {})
+            p.checkpoint.endpoints[endpoint.full_name] = _Saved(
+                endpoint.fingerprint(), paused, endpoint.total_records, endpoint.total_bytes
+            )
 
     def fail_pipeline(self, pipeline: str, message: str = "emulated fatal error") -> None:
-        """A fatal runtime error: `deployment_error` is set and the pipeline heads for Stopped."""
+        """A fatal runtime error: `deployment_error` is set and the pipeline heads for Stopped
+        (a crash: what it leaves for the next start follows `restore`)."""
         p = self._get(pipeline)
         p.deployment_error = {
             "message": message,
@@ -425,6 +649,7 @@ class FelderaEmulator:
         r.add_get(ROUTE_HEALTHZ, self._healthz)
         r.add_get(ROUTE_CONFIG, self._config)
         r.add_get(ROUTE_CLUSTER_HEALTHZ, self._cluster_healthz)
+        r.add_post(ROUTE_VALIDATE_PROGRAM, self._validate_program)
         r.add_get(ROUTE_PIPELINES, self._list)
         r.add_post(ROUTE_PIPELINES, self._create)
         r.add_get(ROUTE_PIPELINE, self._get_pipeline)
@@ -436,6 +661,9 @@ class FelderaEmulator:
         r.add_post(ROUTE_RESUME, self._resume)
         r.add_post(ROUTE_STOP, self._stop)
         r.add_post(ROUTE_CLEAR, self._clear)
+        r.add_post(ROUTE_APPROVE, self._approve)
+        r.add_post(ROUTE_DIFF, self._diff)
+        r.add_post(ROUTE_UPDATE_RUNTIME, self._update_runtime)
         r.add_post(ROUTE_DISMISS_ERROR, self._dismiss_error)
         r.add_get(ROUTE_STATS, self._stats)
         r.add_get(ROUTE_LOGS, self._logs)
@@ -453,21 +681,25 @@ class FelderaEmulator:
         r.add_patch("/_emulator/settings", self._ctl_settings)
         r.add_post("/_emulator/connector", self._ctl_connector)
         r.add_post("/_emulator/fail", self._ctl_fail)
+        r.add_get("/_emulator/ca", self._ctl_ca)
         app.on_shutdown.append(self._cancel_tasks)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on host:port (0 picks a free port); returns the base URL."""
+        """Serve on host:port (0 picks a free port); returns the base URL (https with `tls`)."""
         if self._runner is not None:
             raise RuntimeError("emulator already started")
+        self._loop = asyncio.get_running_loop()
         # The default access log would print one line per request: thousands per period.
         runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        context = self.tls.context if self.tls is not None else None
+        site = web.TCPSite(runner, host, port, ssl_context=context)
         await site.start()
         self._runner = runner
         bound_port = runner.addresses[0][1]
-        return f"http://{host}:{bound_port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{bound_port}"
 
     async def stop(self) -> None:
         await self._cancel_tasks()
@@ -502,7 +734,7 @@ class FelderaEmulator:
             except ApiError as err:
                 return err.response()
         self._counts[count_key(request.method, route)] += 1
-        if route in ACTION_ROUTES:
+        if route in ACTION_ROUTES and request.method != "GET":
             return await self._logged(request, handler, route, time.time(), time.monotonic())
         return await self._serve(request, handler, route)
 
@@ -516,6 +748,12 @@ class FelderaEmulator:
     ) -> web.StreamResponse:
         response = await self._serve(request, handler, route)
         info = request.match_info
+        if route == ROUTE_PIPELINES:
+            action = "create"
+        elif route == ROUTE_PIPELINE:
+            action = request.method.lower()
+        else:
+            action = info.get("action", route.rsplit("/", 1)[-1])
         self._actions.append(
             ActionCall(
                 wall=wall,
@@ -525,7 +763,7 @@ class FelderaEmulator:
                 pipeline=info.get("pipeline", ""),
                 relation=info.get("table", info.get("view")),
                 connector=info.get("connector"),
-                action=info.get("action", route.rsplit("/", 1)[-1]),
+                action=action,
                 status=response.status,
             )
         )
@@ -538,24 +776,47 @@ class FelderaEmulator:
         route: str,
     ) -> web.StreamResponse:
         fault = self._take_fault(route, request.method)
-        if fault is not None:
-            if fault.latency > 0:
-                await asyncio.sleep(fault.latency)
-            if fault.drop:
-                self._drop(request)
-            if fault.status is not None:
-                return _error_response(
-                    fault.status,
-                    fault.error_code or "EmulatedFault",
-                    f"emulated fault on {request.method} {route}",
-                    None,
-                )
+        if fault is None:
+            return await self._answer(request, handler, route)
+        if fault.latency > 0:
+            await asyncio.sleep(fault.latency)
+        if fault.hang:
+            await feldera_faults.hang(request)
+        if fault.drop:
+            feldera_faults.drop(request)
+        response: web.StreamResponse
+        if fault.status is None:
+            response = await self._answer(request, handler, route)
+        elif fault.html:
+            response = feldera_faults.html_page(fault.status)
+        else:
+            response = _error_response(
+                fault.status,
+                fault.error_code or "EmulatedFault",
+                f"emulated fault on {request.method} {route}",
+                None,
+            )
+        if fault.retry_after is not None:
+            response.headers["Retry-After"] = fault.retry_after
+        if fault.slow_body > 0:
+            return await feldera_faults.trickle(request, response, fault.slow_body)
+        return response
+
+    async def _answer(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        route: str,
+    ) -> web.StreamResponse:
         try:
             if route != ROUTE_HEALTHZ:
                 self._authorize(request)
             return await handler(request)
         except ApiError as err:
             return err.response()
+        except web.HTTPException as exc:
+            # A query the real server's framework cannot read: its plain-text 400.
+            return web.Response(status=exc.status, text=exc.text, content_type="text/plain")
 
     def _take_fault(self, route: str, method: str) -> Fault | None:
         if not self._faults:
@@ -568,15 +829,6 @@ class FelderaEmulator:
                         self._faults.remove(fault)
                 return fault
         return None
-
-    @staticmethod
-    def _drop(request: web.Request) -> NoReturn:
-        # Abort the socket so that no byte of a response goes out: the client sees a disconnect.
-        # Ending the handler with CancelledError is how aiohttp treats a vanished client anyway.
-        transport = request.transport
-        if transport is not None:
-            transport.abort()
-        raise asyncio.CancelledError
 
     def _authorize(self, request: web.Request) -> None:
         if not self._api_keys:
@@ -604,9 +856,10 @@ class FelderaEmulator:
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ApiError(400, "InvalidRequestBody", f"Request body is not JSON: {err}") from err
+            raise _bad_json(str(err)) from err
         if not isinstance(body, dict):
-            raise ApiError(400, "InvalidRequestBody", "Request body must be a JSON object")
+            kind = "null" if body is None else "sequence" if isinstance(body, list) else "value"
+            raise _bad_json(f"invalid type: {kind}, expected a struct at line 1")
         return body
 
     def _get(self, name: str) -> _Pipeline:
@@ -626,65 +879,95 @@ class FelderaEmulator:
     # --------------------------------------------------------------------- state machine
 
     def _kick(self, p: _Pipeline) -> None:
-        """Carry the pipeline towards its wishes: now when delay is 0, else one step per delay."""
-        if self._delay <= 0:
-            while (step := self._next_step(p)) is not None:
-                step()
+        """Carry the pipeline towards its wishes: steps that take no time now, the others from a
+        task that sleeps each step's duration."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            # A hook called from another thread (the SDK tests): run it on the server's loop.
+            if self._loop is None:
+                raise
+            self._loop.call_soon_threadsafe(self._kick, p)
             return
-        if p.task is None or p.task.done():
-            task = asyncio.get_running_loop().create_task(self._drive(p))
+        self._advance(p)
+        if self._next_step(p) is not None and (p.task is None or p.task.done()):
+            task = loop.create_task(self._drive(p))
             p.task = task
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _advance(self, p: _Pipeline) -> None:
+        while (step := self._next_step(p)) is not None and step[0] <= 0:
+            step[1]()
+
     async def _drive(self, p: _Pipeline) -> None:
-        while not p.deleted and self._next_step(p) is not None:
-            await asyncio.sleep(self._delay)
+        while not p.deleted and (step := self._next_step(p)) is not None:
+            await asyncio.sleep(step[0])
             # Re-read after the sleep: a request may have changed the wish meanwhile.
             step = None if p.deleted else self._next_step(p)
             if step is not None:
-                step()
+                step[1]()
+                self._advance(p)
 
-    def _next_step(self, p: _Pipeline) -> Callable[[], None] | None:
+    def _next_step(self, p: _Pipeline) -> tuple[float, Callable[[], None]] | None:
+        """The next transition and how long it takes, or None when the pipeline rests."""
         if p.program_status in _COMPILING:
-            return lambda: self._compile_step(p)
+            return self._compile_delay, lambda: self._compile_step(p)
         if p.storage_status == "Clearing":
-            return lambda: self._cleared(p)
+            return self._delay, lambda: self._cleared(p)
         if p.desired == "Stopped":
+            if p.status == "Stopped":
+                return None
             if p.status == "Stopping":
-                return lambda: self._stopped(p)
-            if p.status != "Stopped":
-                return lambda: p.set_status("Stopping")
-            return None
-        # Desired Running or Paused.
+                return self._delay, lambda: self._stopped(p)
+            return self._delay, lambda: self._stopping(p)
+        if p.desired == "Suspended":
+            if p.status in ("Paused", "Running"):
+                return self._delay, lambda: self._suspend(p)
+            if p.status == "Suspended":
+                return self._delay, lambda: self._suspended(p)
+            # Suspending waits until the pipeline has initialized; then it checkpoints.
+        step = self._towards_running(p)
+        return None if step is None else (self._delay, step)
+
+    def _towards_running(self, p: _Pipeline) -> Callable[[], None] | None:
         if p.status == "Stopped":
             if p.program_status in _COMPILE_FAILED:
                 return lambda: self._start_failed(p)
+            if p.program_status != "Success":
+                return None  # `/start` during compilation waits for it.
             return lambda: self._provisioning(p)
         if p.status == "Provisioning":
             return lambda: self._initializing(p)
-        if p.status in ("Initializing", "Paused", "Running") and p.status != p.desired:
-            return lambda: p.set_status(p.desired)
+        if p.status == "Initializing":
+            return lambda: self._initialized(p)
+        if p.status == "AwaitingApproval":
+            return (lambda: p.set_status("Bootstrapping")) if p.approved else None
+        if p.status == "Bootstrapping":
+            return lambda: self._running(p)
+        if p.status in ("Paused", "Running") and p.status != p.runtime_wish:
+            return lambda: p.set_status(p.runtime_wish)
         return None
 
     def _compile_step(self, p: _Pipeline) -> None:
+        outcome = p.compilation
         if p.program_status == "Pending":
             p.set_program_status("CompilingSql")
         elif p.program_status == "CompilingSql":
-            if p.parse_error is not None or p.program is None:
-                p.set_program_status("SqlError")
+            if outcome.status in ("SqlError", "SystemError"):
+                p.set_program_status(outcome.status)
             else:
-                self._load_endpoints(p, p.program)
+                assert outcome.program is not None
+                self._load_endpoints(p, outcome.program)
                 p.set_program_status("SqlCompiled")
-            p.refresh_version += 1
         elif p.program_status == "SqlCompiled":
             p.set_program_status("CompilingRust")
         else:
-            p.set_program_status("Success")
-            p.refresh_version += 1
+            p.set_program_status("RustError" if outcome.status == "RustError" else "Success")
 
-    def _load_endpoints(self, p: _Pipeline, program: Program) -> None:
-        def endpoints(relations: tuple[Relation, ...]) -> dict[str, _Endpoint]:
+    @staticmethod
+    def _load_endpoints(p: _Pipeline, program: Program) -> None:
+        def endpoints(relations: tuple[Any, ...]) -> dict[str, _Endpoint]:
             result: dict[str, _Endpoint] = {}
             for rel in relations:
                 for c in rel.connectors:
@@ -698,44 +981,147 @@ class FelderaEmulator:
     def _provisioning(self, p: _Pipeline) -> None:
         p.deployment_id = str(uuid.uuid4())
         p.storage_status = "InUse"
+        p.initialized = False
+        p.approved = False
+        p.pending_diff = None
         p.set_status("Provisioning")
 
     def _initializing(self, p: _Pipeline) -> None:
-        # A new process: connectors take their flags from the checkpoint or from the SQL.
-        checkpoint = p.checkpoint if self._restore == "checkpoint" else None
+        # A new process: connectors take their state from the checkpoint or from the SQL.
+        program = p.program
+        assert program is not None
+        checkpoint = p.checkpoint
+        diff: dict[str, Any] | None = None
+        if checkpoint is not None and self.enterprise:
+            diff = pipeline_diff(checkpoint.program, program)
+            if diff_is_empty(diff):
+                diff = None
+        reset_tables: set[str] = set()
+        if diff is not None:
+            changes = diff["program_diff"]
+            reset_tables = set(changes["added_tables"]) | set(changes["modified_tables"])
         for ep in (*p.inputs.values(), *p.outputs.values()):
-            saved = checkpoint.get(ep.full_name) if checkpoint else None
-            if saved is not None and saved[0] == ep.fingerprint():
-                ep.paused = saved[1]
+            saved = checkpoint.endpoints.get(ep.full_name) if checkpoint else None
+            if (
+                saved is not None
+                and saved.fingerprint == ep.fingerprint()
+                and not (ep.full_name in p.inputs and ep.relation in reset_tables)
+            ):
+                ep.paused = saved.paused
+                ep.total_records, ep.total_bytes = saved.total_records, saved.total_bytes
             else:
                 ep.paused = ep.declared_paused
-            ep.total_records = 0
-            ep.total_bytes = 0
+                ep.total_records = ep.total_bytes = 0
+        p.pending_diff = diff
         p.incarnation = str(uuid.uuid4())
         p.started_at = time.time()
         p.set_status("Initializing")
 
+    def _initialized(self, p: _Pipeline) -> None:
+        diff = p.pending_diff
+        if p.desired == "Standby":
+            p.set_status("Standby")
+            return
+        if diff is None:
+            self._running(p)
+            return
+        assert p.checkpoint is not None and p.program is not None
+        blockers = bootstrap_blockers(p.checkpoint.program, p.program, diff)
+        if blockers is not None:
+            reason = (
+                "The pipeline has been modified since the last checkpoint; however it cannot be "
+                f"bootstrapped due to the following reasons:\n{blockers}"
+            )
+            self._fail_initialization(p, _initialization_error(reason, {"error": blockers}))
+            return
+        policy = "allow" if p.approved else (p.bootstrap_policy or "await_approval")
+        if policy == "reject":
+            reason = "Bootstrapping of the modified pipeline was rejected by the user."
+            self._fail_initialization(p, _initialization_error(reason, None))
+        elif policy == "await_approval":
+            p.set_status("AwaitingApproval")
+        else:
+            p.set_status("Bootstrapping")
+
+    def _fail_initialization(self, p: _Pipeline, error: dict[str, Any]) -> None:
+        # The checkpoint stays: a pipeline that never ran wrote nothing over it.
+        p.deployment_error = error
+        p.set_desired("Stopped")
+
+    def _running(self, p: _Pipeline) -> None:
+        p.pending_diff = None
+        p.initialized = True
+        p.set_status(p.runtime_wish)
+
+    def _suspend(self, p: _Pipeline) -> None:
+        if not storage_enabled(p.runtime_config):
+            p.deployment_error = {
+                "message": "The pipeline does not support checkpointing for the following "
+                "reasons: Storage must be configured",
+                "error_code": "SuspendError",
+                "details": {"error": {"Permanent": ["StorageRequired"]}},
+            }
+            p.set_desired("Stopped")
+            return
+        p.checkpoint = self._checkpoint_of(p)
+        # The checkpoint is written: nothing for the stop to decide about any more.
+        p.initialized = False
+        p.set_status("Suspended")
+
+    def _suspended(self, p: _Pipeline) -> None:
+        p.set_desired("Stopped")
+        self._stopping(p)
+
+    def _checkpoint_of(self, p: _Pipeline) -> _Checkpoint:
+        assert p.program is not None
+        return _Checkpoint(
+            p.program,
+            {
+                ep.full_name: _Saved(ep.fingerprint(), ep.paused, ep.total_records, ep.total_bytes)
+                for ep in (*p.inputs.values(), *p.outputs.values())
+            },
+        )
+
+    def _stopping(self, p: _Pipeline) -> None:
+        if p.initialized:
+            # A forced stop or a crash of a pipeline that ran: what survives follows `restore`.
+            if self._restore == "checkpoint" or (
+                self._restore == "auto"
+                and self.enterprise
+                and fault_tolerance_enabled(p.runtime_config)
+                and storage_enabled(p.runtime_config)
+            ):
+                p.checkpoint = self._checkpoint_of(p)
+            elif self._restore == "sql" or not self.enterprise:
+                p.checkpoint = None
+        p.initialized = False
+        p.set_status("Stopping")
+
     def _stopped(self, p: _Pipeline) -> None:
-        # Open source writes no checkpoint on a forced stop; the emulator keeps one anyway,
-        # so that `restore="checkpoint"` can stand in for an Enterprise or fault-tolerant restart.
-        p.checkpoint = {
-            ep.full_name: (ep.fingerprint(), ep.paused)
-            for ep in (*p.inputs.values(), *p.outputs.values())
-        }
         p.deployment_id = None
+        p.deployment_initial = None
+        p.bootstrap_policy = None
+        p.pending_diff = None
+        p.approved = False
         p.set_status("Stopped")
 
     def _cleared(self, p: _Pipeline) -> None:
         p.checkpoint = None
         p.storage_status = "Cleared"
+        p.refresh_version += 1
 
     def _start_failed(self, p: _Pipeline) -> None:
         p.deployment_error = {
-            "message": "Cannot start the pipeline: its program failed to compile",
-            "error_code": "CannotStartWithCompilationError",
-            "details": {"program_status": p.program_status},
+            "message": "Not possible to start the pipeline because the program failed to compile",
+            "error_code": "StartFailedDueToFailedCompilation",
+            "details": {
+                "compiler_error": f"{p.program_status} occurred (see `program_error` for more "
+                "information)"
+            },
         }
         p.set_desired("Stopped")
+        p.deployment_initial = None
+        p.bootstrap_policy = None
 
     # --------------------------------------------------------------------------- rendering
 
@@ -743,6 +1129,11 @@ class FelderaEmulator:
         resources_status, runtime_status = _resources_status(p.status)
         desired_resources = "Stopped" if p.desired == "Stopped" else "Provisioned"
         desired_runtime = None if p.desired == "Stopped" else p.desired
+        details: dict[str, Any] | None = None
+        if runtime_status is not None:
+            details = {}
+            if p.status == "AwaitingApproval" and p.pending_diff is not None:
+                details["approval_diff"] = p.pending_diff
         out: dict[str, Any] = {
             "id": p.id,
             "name": p.name,
@@ -750,7 +1141,7 @@ class FelderaEmulator:
             "tags": list(p.tags),
             "created_at": p.created_at,
             "version": p.version,
-            "platform_version": self.version,
+            "platform_version": p.platform_version,
             "program_config": p.program_config,
             "program_version": p.program_version,
             "program_status": p.program_status,
@@ -772,11 +1163,11 @@ class FelderaEmulator:
             "deployment_resources_desired_status": desired_resources,
             "deployment_resources_desired_status_since": p.desired_since,
             "deployment_runtime_status": runtime_status,
-            "deployment_runtime_status_details": None,
+            "deployment_runtime_status_details": details,
             "deployment_runtime_status_since": p.status_since if runtime_status else None,
             "deployment_runtime_desired_status": desired_runtime,
             "deployment_runtime_desired_status_since": p.desired_since if desired_runtime else None,
-            "bootstrap_policy": "allow",
+            "bootstrap_policy": p.bootstrap_policy,
         }
         if selector == "all":
             out.update(
@@ -785,7 +1176,8 @@ class FelderaEmulator:
                 udf_rust=p.udf_rust,
                 udf_toml=p.udf_toml,
                 program_error=self._program_error(p),
-                program_info=self._program_info(p),
+                program_info=p.compilation.info if p.program is not None else None,
+                deployment_config=None,
             )
         elif selector == "status_with_connectors":
             out["connectors"] = {"num_errors": 0} if p.status not in _NOT_DEPLOYED else None
@@ -793,51 +1185,21 @@ class FelderaEmulator:
 
     @staticmethod
     def _program_error(p: _Pipeline) -> dict[str, Any]:
+        outcome = p.compilation
         sql: dict[str, Any] | None = None
         rust: dict[str, Any] | None = None
+        system: str | None = None
         if p.program_status == "SqlError":
-            err = p.parse_error or SqlParseError("cannot read the program")
-            snippet_line = p.program_code.splitlines()[err.line - 1 : err.line]
-            sql = {
-                "exit_code": 1,
-                "messages": [
-                    {
-                        "start_line_number": err.line,
-                        "start_column": err.column,
-                        "end_line_number": err.line,
-                        "end_column": err.column,
-                        "warning": False,
-                        "error_type": "Error parsing SQL",
-                        "message": err.message,
-                        "snippet": f"    {err.line}|{snippet_line[0] if snippet_line else ''}\n",
-                    }
-                ],
-            }
-        elif p.program_status not in ("Pending", "CompilingSql"):
-            sql = {"exit_code": 0, "messages": []}
+            sql = {"exit_code": 1, "messages": list(outcome.messages)}
+        elif p.program_status == "SystemError":
+            system = outcome.system_error
+        elif p.program_status in _SQL_COMPILED:
+            sql = {"exit_code": 0, "messages": list(outcome.messages)}
             if p.program_status == "Success":
                 rust = {"exit_code": 0, "stdout": "", "stderr": ""}
-        return {"sql_compilation": sql, "rust_compilation": rust, "system_error": None}
-
-    @staticmethod
-    def _program_info(p: _Pipeline) -> dict[str, Any] | None:
-        if p.program is None or p.program_status not in ("SqlCompiled", "CompilingRust", "Success"):
-            return None
-        return {
-            "schema": {
-                "inputs": [_relation_json(t) for t in p.program.tables],
-                "outputs": [_relation_json(v) for v in p.program.views],
-            },
-            "main_rust": "",
-            "udf_stubs": "",
-            "dataflow": None,
-            "input_connectors": {
-                ep.full_name: _connector_config(ep.relation, ep.config) for ep in p.inputs.values()
-            },
-            "output_connectors": {
-                ep.full_name: _connector_config(ep.relation, ep.config) for ep in p.outputs.values()
-            },
-        }
+            elif p.program_status == "RustError":
+                rust = outcome.rust
+        return {"sql_compilation": sql, "rust_compilation": rust, "system_error": system}
 
     def _input_status(self, p: _Pipeline, ep: _Endpoint) -> dict[str, Any]:
         if p.status == "Running" and not ep.paused:
@@ -900,7 +1262,7 @@ class FelderaEmulator:
     async def _config(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
-                "edition": "Open source",
+                "edition": EDITIONS[self._edition],
                 "version": self.version,
                 "revision": "emulator",
                 "runtime_revision": "emulator",
@@ -946,21 +1308,9 @@ class FelderaEmulator:
         selector = self._selector(request)
         return web.json_response(self._render(self._pipeline(request), selector))
 
-    @staticmethod
-    def _check_name(name: Any) -> str:
-        if not isinstance(name, str) or len(name) > 63 or not _NAME_PATTERN.match(name):
-            raise ApiError(
-                400,
-                "NameDoesNotMatchPattern",
-                f"Name '{name}' contains characters which are not lowercase (a-z), uppercase "
-                "(A-Z), numbers (0-9), underscores (_) or hyphens (-), or is longer than 63",
-                {"name": name},
-            )
-        return name
-
-    @staticmethod
-    def _fields(body: Mapping[str, Any], *, full: bool) -> dict[str, Any]:
-        """The pipeline fields a body sets. PUT/POST: all (absent = empty); PATCH: given ones."""
+    def _fields(self, body: Mapping[str, Any], *, full: bool) -> dict[str, Any]:
+        """The pipeline fields a body sets, stored forms. PUT/POST: all (absent = empty, that is
+        the defaults); PATCH: the ones given."""
         defaults: dict[str, Any] = {
             "program_code": "",
             "udf_rust": "",
@@ -974,66 +1324,94 @@ class FelderaEmulator:
         for key, default in defaults.items():
             value = body.get(key)
             if value is None:
-                if full:
-                    fields[key] = default
-                continue
+                if not full:
+                    continue
+                value = default
             if key in ("program_code", "udf_rust", "udf_toml", "description") and not isinstance(
                 value, str
             ):
-                raise ApiError(400, "InvalidRequestBody", f"'{key}' must be a string")
+                raise _bad_json(f"invalid type for `{key}`, expected a string")
             if key == "tags" and not (
                 isinstance(value, list) and all(isinstance(t, str) for t in value)
             ):
-                raise ApiError(400, "InvalidRequestBody", "'tags' must be a list of strings")
+                raise _bad_json("invalid type for `tags`, expected a sequence of strings")
+            if key == "runtime_config":
+                try:
+                    value = normalize_runtime_config(value, enterprise=self.enterprise)
+                except ConfigError as err:
+                    raise _config_error(key, value, err) from err
+            elif key == "program_config":
+                try:
+                    value = normalize_program_config(value)
+                except ConfigError as err:
+                    raise _config_error(key, value, err) from err
             fields[key] = value
         return fields
 
+    def _compile(self, p: _Pipeline) -> Compilation:
+        return compile_program(
+            p.program_code, p.udf_rust, p.udf_toml, p.program_config, self.version
+        )
+
     def _new_pipeline(self, name: str, fields: Mapping[str, Any]) -> _Pipeline:
-        p = _Pipeline(name=name, program_code=fields["program_code"])
+        p = _Pipeline(
+            name=name,
+            program_code=fields["program_code"],
+            compilation=Compilation("SqlError"),
+            platform_version=self.version,
+        )
         for key, value in fields.items():
             setattr(p, key, value)
-        self._reparse(p)
+        p.compilation = self._compile(p)
         self._pipelines[name] = p
         self._kick(p)
         return p
 
-    @staticmethod
-    def _reparse(p: _Pipeline) -> None:
-        try:
-            p.program, p.parse_error = parse_program(p.program_code), None
-        except SqlParseError as err:
-            p.program, p.parse_error = None, err
-        p.inputs, p.outputs = {}, {}
-
-    def _update(self, p: _Pipeline, fields: Mapping[str, Any], new_name: str | None) -> None:
+    def _update(
+        self,
+        p: _Pipeline,
+        fields: Mapping[str, Any],
+        new_name: str | None,
+        *,
+        platform_counts: bool,
+    ) -> None:
+        """Apply an update as the manager does: what it may change, and what it bumps."""
+        if new_name is not None:
+            _check_name(new_name)
         changed = {k: v for k, v in fields.items() if getattr(p, k) != v}
         renamed = new_name is not None and new_name != p.name
-        if not changed and not renamed:
-            return  # Nothing changes: accepted in any state, no version bump.
-        if renamed:
-            assert new_name is not None
-            self._check_name(new_name)
-            if new_name in self._pipelines:
-                raise ApiError(
-                    409,
-                    "DuplicateName",
-                    f"A pipeline named '{new_name}' already exists",
-                    {"name": new_name},
-                )
-        if (renamed or any(k in _CORE_FIELDS for k in changed)) and not p.fully_stopped:
+        platform_changed = platform_counts and p.platform_version != self.version
+        program_changed = platform_changed or any(k in _PROGRAM_FIELDS for k in changed)
+        core_changed = renamed or program_changed or any(k not in _METADATA_FIELDS for k in changed)
+        if core_changed and not p.fully_stopped:
             raise ApiError(
                 400,
                 "UpdateRestrictedToStopped",
-                "Pipeline can only be updated while stopped. Stop it first.",
-                {"pipeline_name": p.name, "status": p.status, "desired_status": p.desired},
+                "Pipeline can only be updated while stopped. Stop it first by invoking '/stop'.",
+                None,
             )
-        if renamed and p.storage_status != "Cleared":
-            raise ApiError(
-                400,
-                "EditRestrictedToClearedStorage",
-                "The pipeline name cannot be changed while storage is in use: clear it first.",
-                {"not_allowed": ["`name`"]},
+        if not core_changed:
+            # Description and tags: editable anytime, and nothing to bump.
+            for key, value in changed.items():
+                setattr(p, key, value)
+            return
+        if p.storage_status != "Cleared":
+            refused = storage_edits(
+                p.name,
+                new_name if new_name is not None else p.name,
+                p.runtime_config,
+                changed.get("runtime_config"),
             )
+            if refused:
+                raise ApiError(
+                    400,
+                    "EditRestrictedToClearedStorage",
+                    "The following pipeline edits are not allowed while storage is not cleared: "
+                    + ", ".join(refused),
+                    {"not_allowed": refused},
+                )
+        if renamed and new_name in self._pipelines:
+            raise ApiError(409, "DuplicateName", "An entity with this name already exists", None)
         for key, value in changed.items():
             setattr(p, key, value)
         if renamed:
@@ -1043,22 +1421,23 @@ class FelderaEmulator:
             self._pipelines[new_name] = p
         p.version += 1
         p.refresh_version += 1
-        if any(k in _PROGRAM_FIELDS for k in changed):
+        if program_changed:
             p.program_version += 1
+            p.platform_version = self.version
+            p.compilation = self._compile(p)
+            p.inputs, p.outputs = {}, {}
             p.set_program_status("Pending")
-            self._reparse(p)
             self._kick(p)
 
     async def _create(self, request: web.Request) -> web.Response:
         body = await self._json_body(request)
-        name = self._check_name(body.get("name"))
+        name = _check_name(body.get("name"))
         if not isinstance(body.get("program_code"), str):
-            raise ApiError(400, "InvalidRequestBody", "missing field `program_code`")
+            raise _bad_json("missing field `program_code`")
+        fields = self._fields(body, full=True)
         if name in self._pipelines:
-            raise ApiError(
-                409, "DuplicateName", f"A pipeline named '{name}' already exists", {"name": name}
-            )
-        p = self._new_pipeline(name, self._fields(body, full=True))
+            raise ApiError(409, "DuplicateName", "An entity with this name already exists", None)
+        p = self._new_pipeline(name, fields)
         return web.json_response(self._render(p, "all"), status=201)
 
     async def _put(self, request: web.Request) -> web.Response:
@@ -1066,22 +1445,24 @@ class FelderaEmulator:
         body = await self._json_body(request)
         body_name = body.get("name")
         if not isinstance(body_name, str):
-            raise ApiError(400, "InvalidRequestBody", "missing field `name`")
+            raise _bad_json("missing field `name`")
         if not isinstance(body.get("program_code"), str):
-            raise ApiError(400, "InvalidRequestBody", "missing field `program_code`")
+            raise _bad_json("missing field `program_code`")
         fields = self._fields(body, full=True)
         p = self._pipelines.get(name)
         if p is None:
             if body_name != name:
                 raise ApiError(
                     400,
-                    "NameDoesNotMatch",
-                    f"Name in the path '{name}' differs from the name in the body '{body_name}'",
-                    {"name": name, "body_name": body_name},
+                    "CannotRenameNonExistingPipeline",
+                    "The pipeline name in the request body does not match the one provided in "
+                    "the URL path. This is not allowed when no pipeline with the name provided "
+                    "in the URL path exists.",
+                    None,
                 )
-            p = self._new_pipeline(self._check_name(name), fields)
+            p = self._new_pipeline(_check_name(name), fields)
             return web.json_response(self._render(p, "all"), status=201)
-        self._update(p, fields, body_name)
+        self._update(p, fields, body_name, platform_counts=True)
         return web.json_response(self._render(p, "all"), status=200)
 
     async def _patch(self, request: web.Request) -> web.Response:
@@ -1089,8 +1470,13 @@ class FelderaEmulator:
         body = await self._json_body(request)
         new_name = body.get("name")
         if new_name is not None and not isinstance(new_name, str):
-            raise ApiError(400, "InvalidRequestBody", "'name' must be a string")
-        self._update(p, self._fields(body, full=False), new_name)
+            raise _bad_json("invalid type for `name`, expected a string")
+        self._update(p, self._fields(body, full=False), new_name, platform_counts=False)
+        return web.json_response(self._render(p, "all"))
+
+    async def _update_runtime(self, request: web.Request) -> web.Response:
+        p = self._pipeline(request)
+        self._update(p, {}, None, platform_counts=True)
         return web.json_response(self._render(p, "all"))
 
     async def _delete(self, request: web.Request) -> web.Response:
@@ -1099,21 +1485,109 @@ class FelderaEmulator:
             raise ApiError(
                 400,
                 "DeleteRestrictedToFullyStopped",
-                "Cannot delete a pipeline which is not fully stopped. Stop the pipeline first.",
-                {"pipeline_name": p.name, "status": p.status, "desired_status": p.desired},
+                "Cannot delete a pipeline which is not fully stopped. Stop the pipeline first "
+                "fully by invoking the '/stop' endpoint.",
+                None,
             )
         if p.storage_status != "Cleared":
             raise ApiError(
                 400,
                 "DeleteRestrictedToClearedStorage",
-                "Cannot delete a pipeline whose storage is not cleared. Clear storage first.",
-                {"pipeline_name": p.name, "storage_status": p.storage_status},
+                "Cannot delete pipeline unless its storage is cleared. Clear storage first using "
+                "`/clear`.",
+                None,
             )
         p.deleted = True
         if p.task is not None:
             p.task.cancel()
         del self._pipelines[p.name]
         return web.Response(status=200)
+
+    # ------------------------------------------------------------------ program management
+
+    def _check_runtime_version(self, value: Any) -> str | None:
+        """Why a requested runtime version cannot compile here (None: it can). A malformed one
+        is refused outright with 400 `InvalidRuntimeVersion`."""
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _RUNTIME_VERSION.match(value):
+            raise ApiError(
+                400,
+                "InvalidRuntimeVersion",
+                f"Invalid runtime version: '{value}' is neither a version tag (vX.Y.Z) nor a "
+                "40-character git SHA",
+                {"error": f"'{value}' is neither a version tag (vX.Y.Z) nor a git SHA"},
+            )
+        return runtime_version_error(value, self.version)
+
+    async def _diff(self, request: web.Request) -> web.Response:
+        p = self._pipeline(request)
+        body = await self._json_body(request)
+        current = p.program
+        if p.program_status != "Success" or current is None:
+            raise ApiError(
+                404,
+                "ProgramNotCompiled",
+                f"Pipeline '{p.name}' has not been compiled yet. Please compile the pipeline "
+                "first.",
+                {"pipeline_name": p.name},
+            )
+        code = body.get("program_code")
+        if code is None:
+            code = p.program_code
+        if not isinstance(code, str):
+            raise _bad_json("invalid type for `program_code`, expected a string")
+        system = self._check_runtime_version(body.get("runtime_version"))
+        if system is not None:
+            raise ApiError(
+                500,
+                "NewProgramCompilationFailed",
+                "The proposed new program could not be compiled because of an internal error "
+                "(for example, the compiler service failed or a runtime version could not be "
+                f"downloaded): {system}",
+                {"error": system},
+            )
+        try:
+            new = parse_program(code)
+        except SqlParseError as err:
+            error = json.dumps(list(sql_messages(code, [err])), indent=2)
+            raise ApiError(
+                400,
+                "InvalidNewProgramSql",
+                f"The proposed new SQL program has compilation errors: {error}",
+                {"error": error},
+            ) from err
+        diff = pipeline_diff(current, new)
+        blockers = lateness_blockers(current, new, diff)
+        if blockers is not None:
+            raise ApiError(
+                400,
+                "BootstrapNotAllowed",
+                f"The requested change cannot be bootstrapped: {blockers}",
+                {"error": blockers},
+            )
+        return web.json_response(diff)
+
+    async def _validate_program(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        code = body.get("program_code")
+        if not isinstance(code, str):
+            raise _bad_json("missing field `program_code`")
+        system = self._check_runtime_version(body.get("runtime_version"))
+        if system is not None:
+            return web.json_response({"SystemError": {"error": system}})
+        try:
+            program = parse_program(code)
+        except SqlParseError as err:
+            info = {"exit_code": 1, "messages": list(sql_messages(code, [err]))}
+            return web.json_response({"SqlError": {"info": info}})
+        info = program_info(program)
+        del info["main_rust"], info["udf_stubs"]
+        if not body.get("ir", False):
+            info["dataflow"] = None
+        return web.json_response({"Success": {"program_info": info}})
+
+    # ------------------------------------------------------------------------ lifecycle
 
     def _not_deployed(self, p: _Pipeline) -> ApiError:
         return ApiError(
@@ -1128,63 +1602,155 @@ class FelderaEmulator:
         """Requests forwarded to the pipeline process need one that answers."""
         if p.status in _NOT_DEPLOYED:
             raise self._not_deployed(p)
-        if p.status == "Initializing":
-            raise ApiError(
-                503,
+        if p.status in ("Initializing", "Standby"):
+            raise _pipeline_says(
                 "Initializing",
-                "The pipeline is initializing; it will be ready to serve requests shortly",
-                None,
+                "Operation failed because the pipeline has not finished initializing.",
+            )
+        if p.status == "AwaitingApproval":
+            raise _pipeline_says(
+                "AwaitingApproval",
+                "Operation failed: the pipeline is waiting for approval to bootstrap modified "
+                "components.",
+            )
+        if p.status == "Suspended":
+            raise _pipeline_says(
+                "Suspended", "Operation failed because the pipeline has been suspended."
             )
 
+    @staticmethod
+    def _bool_param(request: web.Request, name: str, default: bool) -> bool:
+        value = request.query.get(name)
+        if value is None:
+            return default
+        if value not in ("true", "false"):
+            raise web.HTTPBadRequest(
+                text=f"Query deserialize error: provided string was not `true` or `false` "
+                f"for `{name}`"
+            )
+        return value == "true"
+
+    def _query_choice(self, request: web.Request, name: str, choices: tuple[str, ...]) -> str:
+        value = request.query.get(name, choices[-1])
+        if value not in choices:
+            # actix refuses a query it cannot deserialize with a plain-text 400.
+            raise web.HTTPBadRequest(
+                text=f"Query deserialize error: unknown variant `{value}`, expected one of "
+                + ", ".join(f"`{c}`" for c in choices)
+            )
+        return value
+
     async def _start(self, request: web.Request) -> web.Response:
-        p = self._pipeline(request)
         initial = request.query.get("initial", "running")
-        if initial not in ("running", "paused", "standby"):
+        policy = self._query_choice(request, "bootstrap_policy", BOOTSTRAP_POLICIES)
+        silent = self._bool_param(request, "silent_bootstrap", False)
+        concurrent = self._bool_param(request, "concurrent_bootstrap", False)
+        dismiss = self._bool_param(request, "dismiss_error", True)
+        if silent and concurrent:
             raise ApiError(
                 400,
-                "InvalidQueryParameter",
-                f"unknown variant `{initial}`, expected one of `running`, `paused`, `standby`",
-                {"parameter": "initial"},
+                "InvalidBootstrapConfig",
+                "Invalid bootstrap configuration: `silent_bootstrap` and `concurrent_bootstrap` "
+                "are mutually exclusive; set at most one",
+                {"reason": "`silent_bootstrap` and `concurrent_bootstrap` are mutually exclusive"},
             )
-        if initial == "standby":
+        if initial not in ("running", "paused", "standby"):
             raise ApiError(
-                501,
-                "EnterpriseFeature",
-                "Starting in standby is a Feldera Enterprise feature",
-                {"feature": "standby"},
+                405,
+                "UnsupportedPipelineAction",
+                f"Unsupported pipeline action '/start?initial={initial}': unknown initial "
+                f"runtime desired status: {initial}",
+                {
+                    "action": f"/start?initial={initial}",
+                    "reason": f"unknown initial runtime desired status: {initial}",
+                },
             )
+        p = self._pipeline(request)
         wanted = initial.capitalize()
+        if p.desired == "Stopped" and p.status != "Stopped":
+            resources, _ = _resources_status(p.status)
+            raise ApiError(
+                400,
+                "IllegalPipelineAction",
+                f"Deployment resources status (current: '{resources}', desired: 'Stopped') "
+                "cannot have desired changed to 'Provisioned'. Cannot restart the pipeline while "
+                "it is stopping. Wait until it is stopped before starting the pipeline again.",
+                {
+                    "status": resources,
+                    "current_desired_status": "Stopped",
+                    "new_desired_status": "Provisioned",
+                    "hint": "Cannot restart the pipeline while it is stopping. Wait until it is "
+                    "stopped before starting the pipeline again.",
+                },
+            )
+        if not dismiss and p.deployment_error is not None:
+            raise ApiError(
+                400,
+                "CannotStartWithUndismissedError",
+                "Cannot process `/start?dismiss_error=false` if the `deployment_error` is set. "
+                "You can dismiss the error by calling `/start?dismiss_error=true`, or "
+                "alternatively first call `/dismiss_error`, after which "
+                "`/start?dismiss_error=false` is again possible.",
+                None,
+            )
+        if p.storage_status == "Clearing":
+            raise ApiError(
+                400,
+                "CannotStartWhileClearingStorage",
+                "Cannot process `/start` if the `storage_status` is `Clearing`. Wait for the "
+                "storage to become cleared before trying again.",
+                None,
+            )
         if p.program_status in _COMPILE_FAILED:
             raise ApiError(
                 400,
                 "CannotStartWithCompilationError",
-                f"Cannot start pipeline '{p.name}': its program failed to compile "
-                f"({p.program_status})",
-                {"pipeline_name": p.name, "program_status": p.program_status},
+                "Cannot process `/start` if the `program_status` is `SqlError`, `RustError` or "
+                "`SystemError`. Make changes to fix the error, which will trigger recompilation.",
+                None,
             )
-        if p.desired == "Stopped" and p.status != "Stopped":
+        if p.deployment_initial is not None and p.deployment_initial != wanted:
             raise ApiError(
                 400,
-                "IllegalPipelineAction",
-                f"Cannot start pipeline '{p.name}' while it is stopping; wait until Stopped",
-                {"pipeline_name": p.name, "status": p.status, "desired_status": p.desired},
+                "InitialImmutableUnlessStopped",
+                "Initial desired runtime status cannot be changed unless the pipeline is desired "
+                "to become Stopped.",
+                None,
             )
-        if p.desired != "Stopped":
-            if p.deployment_initial != wanted:
-                raise ApiError(
-                    400,
-                    "InitialImmutableUnlessStopped",
-                    f"Pipeline '{p.name}' was started with initial={p.deployment_initial}; "
-                    "stop it before starting with another",
-                    {"pipeline_name": p.name, "initial": p.deployment_initial},
-                )
-            return web.Response(status=202)  # Already started so: idempotent.
-        if request.query.get("dismiss_error", "true") != "false":
+        if p.bootstrap_policy is not None and p.bootstrap_policy != policy:
+            raise ApiError(
+                400,
+                "BootstrapPolicyImmutableUnlessStopped",
+                "Bootstrap policy cannot be changed unless the pipeline is desired to become "
+                "Stopped.",
+                None,
+            )
+        if wanted == "Standby" and not self._standby_configured(p):
+            raise ApiError(
+                400,
+                "InitialStandbyNotAllowed",
+                "Initial desired runtime status can only be set to Standby if: (1) "
+                "`runtime_config.storage.backend.name` is set to `file`, and (2) "
+                "`runtime_config.storage.backend.config.sync` is configured.",
+                None,
+            )
+        if dismiss:
             p.deployment_error = None
-        p.deployment_initial = wanted
-        p.set_desired(wanted)
-        self._kick(p)
-        return web.Response(status=202)
+        if p.desired == "Stopped":
+            p.deployment_initial = wanted
+            p.bootstrap_policy = policy
+            if wanted != "Standby":
+                p.runtime_wish = wanted
+            p.set_desired(wanted)
+            self._kick(p)
+        return web.json_response("Pipeline is starting", status=202)
+
+    @staticmethod
+    def _standby_configured(p: _Pipeline) -> bool:
+        storage = p.runtime_config.get("storage") or {}
+        backend = storage.get("backend") or {}
+        config = backend.get("config") or {}
+        return backend.get("name") == "file" and config.get("sync") is not None
 
     async def _pause(self, request: web.Request) -> web.Response:
         return self._set_runtime_wish(self._pipeline(request), "Paused")
@@ -1195,50 +1761,96 @@ class FelderaEmulator:
     def _set_runtime_wish(self, p: _Pipeline, wanted: str) -> web.Response:
         if p.status in _NOT_DEPLOYED or p.desired == "Stopped":
             raise self._not_deployed(p)
-        p.set_desired(wanted)
+        p.runtime_wish = wanted
+        if p.desired in ("Running", "Paused"):
+            p.set_desired(wanted)
         self._kick(p)
         return web.Response(status=202)
 
     async def _stop(self, request: web.Request) -> web.Response:
+        force = self._bool_param(request, "force", False)
         p = self._pipeline(request)
-        if request.query.get("force", "false") != "true":
-            raise ApiError(
-                501,
-                "EnterpriseFeature",
-                "Stopping without force (suspend and checkpoint) is a Feldera Enterprise "
-                "feature; use ?force=true",
-                {"feature": "suspend"},
-            )
+        if not force:
+            if not self.enterprise:
+                raise ApiError(
+                    501,
+                    "EnterpriseFeature",
+                    "Cannot use enterprise-only feature (stop?force=false) in Feldera community "
+                    "edition.",
+                    {"feature": "stop?force=false"},
+                )
+            if p.status not in _NOT_DEPLOYED and p.desired != "Stopped":
+                # Forwarded to the pipeline's /suspend: checkpoint, then deprovision.
+                p.set_desired("Suspended")
+                self._kick(p)
+                return web.json_response("Pipeline is suspending", status=202)
+        if p.status == "Stopped":
+            p.deployment_initial = None
+            p.bootstrap_policy = None
         p.set_desired("Stopped")
         self._kick(p)
-        return web.Response(status=202)
+        return web.json_response("Pipeline is forcefully stopping", status=202)
+
+    async def _approve(self, request: web.Request) -> web.Response:
+        silent = self._bool_param(request, "silent_bootstrap", False)
+        concurrent = self._bool_param(request, "concurrent_bootstrap", False)
+        if silent and concurrent:
+            raise ApiError(
+                400,
+                "InvalidBootstrapConfig",
+                "Invalid bootstrap configuration: `silent_bootstrap` and `concurrent_bootstrap` "
+                "are mutually exclusive; set at most one",
+                {"reason": "`silent_bootstrap` and `concurrent_bootstrap` are mutually exclusive"},
+            )
+        p = self._pipeline(request)
+        if p.status in _NOT_DEPLOYED:
+            raise self._not_deployed(p)
+        # The pipeline's policy becomes `allow`; the answer waits until it left AwaitingApproval.
+        p.approved = True
+        if p.status == "AwaitingApproval":
+            p.set_status("Bootstrapping")
+        self._kick(p)
+        return web.json_response("Bootstrap approved")
 
     async def _clear(self, request: web.Request) -> web.Response:
         p = self._pipeline(request)
-        if p.storage_status in ("Cleared", "Clearing"):
-            return web.Response(status=202)
-        if not p.fully_stopped:
-            raise ApiError(
-                400,
-                "StorageStatusImmutableUnlessStopped",
-                "Storage can only be cleared while the pipeline is fully stopped",
-                {"pipeline_name": p.name, "status": p.status, "desired_status": p.desired},
-            )
-        p.storage_status = "Clearing"
-        self._kick(p)
-        return web.Response(status=202)
+        if p.storage_status != "Cleared":
+            if not p.fully_stopped:
+                resources, _ = _resources_status(p.status)
+                desired = "Stopped" if p.desired == "Stopped" else "Provisioned"
+                current = "in_use" if p.storage_status == "InUse" else "clearing"
+                raise ApiError(
+                    400,
+                    "StorageStatusImmutableUnlessStopped",
+                    f"Cannot transition storage status from '{current}' to 'clearing' with "
+                    f"resources status '{resources.lower()}' and desired status "
+                    f"'{desired.lower()}'. Storage status cannot be changed unless the pipeline "
+                    "is fully stopped.",
+                    {
+                        "resources_status": resources,
+                        "resources_desired_status": desired,
+                        "current_status": p.storage_status,
+                        "new_status": "Clearing",
+                    },
+                )
+            if p.storage_status == "InUse":
+                p.storage_status = "Clearing"
+                p.refresh_version += 1
+            self._kick(p)
+        return web.json_response("Pipeline storage is being cleared", status=202)
 
     async def _dismiss_error(self, request: web.Request) -> web.Response:
         p = self._pipeline(request)
-        if not p.fully_stopped:
+        if not p.fully_stopped and p.deployment_error is not None:
             raise ApiError(
                 400,
                 "DismissErrorRestrictedToFullyStopped",
-                "The deployment error can only be dismissed while the pipeline is fully stopped",
-                {"pipeline_name": p.name, "status": p.status, "desired_status": p.desired},
+                "The pipeline must have both status `Stopped` and desired status `Stopped` to "
+                "dismiss the `deployment_error` if it is set.",
+                None,
             )
         p.deployment_error = None
-        return web.Response(status=200)
+        return web.json_response("Pipeline deployment error has been dismissed")
 
     async def _stats(self, request: web.Request) -> web.Response:
         p = self._pipeline(request)
@@ -1251,8 +1863,8 @@ class FelderaEmulator:
         return web.json_response(
             {
                 "global_metrics": {
-                    "state": p.status,
-                    "bootstrap_in_progress": False,
+                    "state": p.status if p.status in ("Paused", "Running") else "Paused",
+                    "bootstrap_in_progress": p.status == "Bootstrapping",
                     "transaction_status": "NoTransaction",
                     "transaction_id": 0,
                     "transaction_msecs": None,
@@ -1318,7 +1930,7 @@ class FelderaEmulator:
             raise ApiError(
                 400,
                 "InvalidConnectorAction",
-                f"Invalid connector action '{action}'; valid actions are: 'start' and 'pause'",
+                f"Invalid connector action '{action}'; valid actions are: 'start' or 'pause'",
                 {"action": action},
             )
         p = self._pipeline(request)
@@ -1355,10 +1967,11 @@ class FelderaEmulator:
 
     async def _ctl_add_fault(self, request: web.Request) -> web.Response:
         body = await self._json_body(request)
-        allowed = {f for f in Fault.__dataclass_fields__}
+        allowed = set(Fault.__dataclass_fields__)
         unknown = set(body) - allowed
         if unknown:
             raise ValueError(f"unknown fault fields: {sorted(unknown)}")
+        retry_after = body.get("retry_after")
         fault = self.inject_fault(
             str(body["endpoint"]),
             method=body.get("method"),
@@ -1367,6 +1980,10 @@ class FelderaEmulator:
             latency=float(body.get("latency", 0.0)),
             drop=bool(body.get("drop", False)),
             count=int(body.get("count", 1)),
+            hang=bool(body.get("hang", False)),
+            slow_body=float(body.get("slow_body", 0.0)),
+            html=bool(body.get("html", False)),
+            retry_after=None if retry_after is None else str(retry_after),
         )
         return web.json_response(asdict(fault), status=201)
 
@@ -1391,11 +2008,25 @@ class FelderaEmulator:
     async def _ctl_settings(self, request: web.Request) -> web.Response:
         if request.method == "PATCH":
             body = await self._json_body(request)
-            if "restore" in body:
-                self.restore = cast(Restore, body["restore"])
-            if "delay" in body:
-                self.delay = float(body["delay"])
-        return web.json_response({"restore": self.restore, "delay": self.delay})
+            unknown = set(body) - set(self.settings())
+            if unknown:
+                raise ValueError(f"unknown settings: {sorted(unknown)}")
+            # Validate everything before changing anything.
+            restore = body.get("restore", self.restore)
+            edition = body.get("edition", self.edition)
+            if restore not in RESTORES:
+                raise ValueError("restore must be 'auto', 'checkpoint' or 'sql'")
+            if edition not in EDITIONS:
+                raise ValueError("edition must be 'open-source' or 'enterprise'")
+            delay = float(body.get("delay", self.delay))
+            compile_delay = float(body.get("compile_delay", self.compile_delay))
+            version = str(body.get("platform_version", self.version))
+            if delay < 0 or compile_delay < 0:
+                raise ValueError("delays must be >= 0")
+            self.restore = cast(Restore, restore)
+            self.edition = cast(Edition, edition)
+            self.delay, self.compile_delay, self.version = delay, compile_delay, version
+        return web.json_response(self.settings())
 
     async def _ctl_connector(self, request: web.Request) -> web.Response:
         body = await self._json_body(request)
@@ -1414,6 +2045,11 @@ class FelderaEmulator:
         self.fail_pipeline(str(body["pipeline"]), str(body.get("message", "emulated fatal error")))
         return web.json_response({})
 
+    async def _ctl_ca(self, request: web.Request) -> web.Response:
+        if self.ca_pem is None:
+            raise ApiError(404, "NoCertificateAuthority", "this emulator serves no CA", None)
+        return web.Response(body=self.ca_pem, content_type="application/x-pem-file")
+
 
 def _iter_keys(values: list[str] | None, role: Role) -> Iterator[tuple[str, Role]]:
     for value in values or []:
@@ -1424,6 +2060,11 @@ def _iter_keys(values: list[str] | None, role: Role) -> Iterator[tuple[str, Role
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Serve an emulator of the Feldera REST API (pipelines, compilation, connectors, "
+        "editions, checkpoints and bootstrapping, storage) and its test hooks under "
+        "/_emulator/. Prints 'feldera emulator listening on URL' once it serves."
+    )
     parser.add_argument("--port", type=int, default=0, help="Port (0, the default: a free one).")
     parser.add_argument("--host", default="127.0.0.1", help="Address (default: 127.0.0.1).")
     parser.add_argument(
@@ -1439,23 +2080,87 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Accept this API key with the read role (repeatable).",
     )
     parser.add_argument(
+        "--edition",
+        choices=tuple(EDITIONS),
+        default="open-source",
+        help="Edition to behave as (default: open-source): stop?force=false, checkpoints, "
+        "bootstrapping and fault tolerance are Enterprise's.",
+    )
+    parser.add_argument(
+        "--platform-version",
+        default="0.369.0",
+        metavar="VERSION",
+        help="Feldera version to report (default 0.369.0); change it later through "
+        "PATCH /_emulator/settings to simulate an upgrade.",
+    )
+    parser.add_argument(
         "--delay",
         type=float,
         default=0.0,
-        help="Seconds each compile and deployment step takes (default 0: at once).",
+        help="Seconds each deployment and storage step takes (default 0: at once).",
+    )
+    parser.add_argument(
+        "--compile-delay",
+        type=float,
+        default=0.0,
+        help="Seconds each of the four compilation steps takes (default 0: at once).",
     )
     parser.add_argument(
         "--restore",
-        choices=("checkpoint", "sql"),
-        default="checkpoint",
-        help="Where connector paused flags come from after a restart (default: checkpoint).",
+        choices=RESTORES,
+        default="auto",
+        help="What a forced stop or a crash leaves for the next start: auto (the edition's "
+        "behaviour, the default), checkpoint (the state of the moment), sql (nothing).",
     )
+    tls = parser.add_argument_group("https")
+    tls.add_argument(
+        "--tls",
+        action="store_true",
+        help="Serve https with a certificate from a throwaway CA (see --ca-out, --tls-mode).",
+    )
+    tls.add_argument(
+        "--tls-mode",
+        choices=TLS_MODES,
+        default="valid",
+        help="valid (default), expired (a certificate that expired yesterday) or wrong-host "
+        "(valid, but only for feldera.invalid). Implies --tls.",
+    )
+    tls.add_argument("--cert-file", type=Path, help="Serve https with this certificate (PEM).")
+    tls.add_argument("--key-file", type=Path, help="The private key of --cert-file (PEM).")
+    tls.add_argument(
+        "--ca-out",
+        type=Path,
+        metavar="PATH",
+        help="Write the throwaway CA's certificate (PEM) there, for clients to trust.",
+    )
+
+
+def _tls_of(args: argparse.Namespace) -> ServerTls | None:
+    mode = cast(TlsMode, args.tls_mode)
+    if args.cert_file is not None:
+        return server_tls(mode, host=args.host, cert_file=args.cert_file, key_file=args.key_file)
+    if args.key_file is not None:
+        raise SystemExit("--key-file needs --cert-file")
+    if args.tls or mode != "valid" or args.ca_out is not None:
+        return server_tls(mode, host=args.host)
+    return None
 
 
 async def _serve(args: argparse.Namespace) -> None:
     keys = dict(_iter_keys(args.read_api_key, "read"))
     keys.update(_iter_keys(args.api_key, "write"))
-    emulator = FelderaEmulator(api_keys=keys, delay=args.delay, restore=args.restore)
+    tls = _tls_of(args)
+    if args.ca_out is not None and tls is not None and tls.ca_pem is not None:
+        args.ca_out.write_bytes(tls.ca_pem)
+    emulator = FelderaEmulator(
+        api_keys=keys,
+        delay=args.delay,
+        compile_delay=args.compile_delay,
+        restore=args.restore,
+        edition=args.edition,
+        version=args.platform_version,
+        tls=tls,
+    )
     url = await emulator.start(args.host, args.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -278,8 +278,11 @@ async def test_program_change_while_deployed_is_refused_but_metadata_change_is_n
     await running(call, "p1")
     code, body = await put(call, "p1", SQL + "\nCREATE TABLE x (y INT);")
     error(code, body, 400, "UpdateRestrictedToStopped")
+    before = await status_of(call, "p1")
     code, body = await call("PATCH", "/v0/pipelines/p1", json={"description": "hello"})
-    assert code == 200 and body["description"] == "hello" and body["version"] == 2
+    # Description and tags are client metadata: editable anytime, and they bump nothing.
+    assert code == 200 and body["description"] == "hello" and body["version"] == 1
+    assert body["refresh_version"] == before["refresh_version"]
     # The same program again changes nothing, so it is accepted while running.
     assert (await put(call, "p1", description="hello"))[0] == 200
 
@@ -349,6 +352,7 @@ async def test_transitions_are_asynchronous_with_a_delay(
     emulator: FelderaEmulator, call: Call
 ) -> None:
     emulator.delay = 0.02
+    emulator.compile_delay = 0.02
     code, body = await put(call, "p1")
     assert code == 201 and body["program_status"] == "Pending"
     await wait_for(call, "p1", "program_status", "Success")
@@ -530,7 +534,10 @@ async def restart(call: Call, name: str) -> None:
     await wait_for(call, name, "deployment_status", "Running")
 
 
-async def test_restart_restores_flags_from_checkpoint(call: Call) -> None:
+async def test_restart_restores_flags_from_checkpoint_when_restore_is_checkpoint(
+    emulator: FelderaEmulator, call: Call
+) -> None:
+    emulator.restore = "checkpoint"
     await running(call, "p1")
     await call("POST", "/v0/pipelines/p1/tables/orders/connectors/live/start")
     await call("POST", "/v0/pipelines/p1/tables/orders/connectors/backfill/pause")
@@ -561,14 +568,27 @@ async def test_restart_resets_flags_to_sql_when_restore_is_sql(
 async def test_restore_mode_is_switchable_over_http(emulator: FelderaEmulator, call: Call) -> None:
     assert await call("GET", "/_emulator/settings") == (
         200,
-        {"restore": "checkpoint", "delay": 0.0},
+        {
+            "restore": "auto",
+            "delay": 0.0,
+            "compile_delay": 0.0,
+            "edition": "open-source",
+            "platform_version": "0.369.0",
+        },
     )
     code, body = await call("PATCH", "/_emulator/settings", json={"restore": "sql"})
     assert code == 200 and body["restore"] == "sql" and emulator.restore == "sql"
     assert (await call("PATCH", "/_emulator/settings", json={"restore": "nope"}))[0] == 400
+    # A refused PATCH changes nothing, not even the settings it got right.
+    bad = {"delay": 1.0, "edition": "community"}
+    assert (await call("PATCH", "/_emulator/settings", json=bad))[0] == 400
+    assert emulator.delay == 0.0 and emulator.edition == "open-source"
 
 
-async def test_cleared_storage_or_changed_connector_forgets_the_checkpoint(call: Call) -> None:
+async def test_cleared_storage_or_changed_connector_forgets_the_checkpoint(
+    emulator: FelderaEmulator, call: Call
+) -> None:
+    emulator.restore = "checkpoint"
     await running(call, "p1")
     await call("POST", "/v0/pipelines/p1/tables/orders/connectors/live/start")
     await call("POST", "/v0/pipelines/p1/tables/MyTable/connectors/c1/pause")  # 404: quoted
@@ -734,7 +754,13 @@ async def test_action_log_records_each_action_with_its_arrival_time(
     assert (await call("POST", "/v0/pipelines/p1/tables/orders/connectors/nope/pause"))[0] == 404
     await call("GET", "/v0/pipelines/p1/stats")  # reads are not actions
     after = time.time()
-    start, *connectors = emulator.actions()
+    put_, start, *connectors = emulator.actions()
+    assert (put_.pipeline, put_.action, put_.route, put_.status) == (
+        "p1",
+        "put",
+        ROUTE_PIPELINE,
+        201,
+    )
     assert (start.pipeline, start.action, start.route, start.status) == (
         "p1",
         "start",
@@ -749,8 +775,8 @@ async def test_action_log_records_each_action_with_its_arrival_time(
     assert all(before <= a.wall <= after for a in connectors)
     assert [a.monotonic for a in connectors] == sorted(a.monotonic for a in connectors)
     code, body = await call("GET", "/_emulator/actions")
-    assert code == 200 and len(body["actions"]) == 4
-    assert body["actions"][1]["connector"] == "live" and body["actions"][1]["wall"] >= before
+    assert code == 200 and len(body["actions"]) == 5
+    assert body["actions"][2]["connector"] == "live" and body["actions"][2]["wall"] >= before
     assert (await call("DELETE", "/_emulator/actions"))[0] == 200
     assert emulator.actions() == []
     assert (await call("GET", "/_emulator/actions")) == (200, {"actions": []})
