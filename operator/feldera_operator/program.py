@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -1010,12 +1010,17 @@ def _awaiting_approval(
     diff = observed.approval_diff
     pending = _pending(
         ctx,
-        changed=["program_code"],
+        changed=[],
         diff=diff,
         needs_bootstrap=True,
         waiting_for="Approval",
     )
     what = f"bootstrap of program {ctx.short} ({diff.summary() if diff else 'diff unknown'})"
+    if ctx.spec.stopped:
+        # decide() stops it: approving a bootstrap first would only waste it.
+        return ProgramDecision(
+            None, status, d.CONVERGED, f"program {ctx.short} as declared; the pipeline stops"
+        )
     if ctx.policy == "Reject":
         status["pending"] = {**pending, "waitingFor": None}
         return ProgramDecision(
@@ -1124,9 +1129,16 @@ def _differs(
         return ctx.status(observed, errors=errors, pending=pending, ignored=changes.ignored)
 
     what = f"program {ctx.short} ({', '.join(changes.paths)})"
+    if not ctx.full:
+        return _observe_only_differs(ctx, observed, changes, remembered, status, what)
     if observed.storage_status == "Clearing":
+        # Feldera refuses a start while clearing: hold the pipeline until it is done.
         return ProgramDecision(
-            None, status(), d.UPDATING_PROGRAM, f"storage is being cleared; then {what} is applied"
+            None,
+            status(),
+            d.UPDATING_PROGRAM,
+            f"storage is being cleared; then {what} is applied",
+            holds_pipeline=True,
         )
     if refused and not recreate:
         return ProgramDecision(
@@ -1141,8 +1153,6 @@ def _differs(
     if observed.settled_stopped:
         # Stopped: apply at once (clearing first where the change needs it).
         if must_clear:
-            if not ctx.full:
-                return _observe_only(status(), what)
             return ProgramDecision(
                 Clear(),
                 status(),
@@ -1150,8 +1160,6 @@ def _differs(
                 f"clearing storage (updateStrategy Recreate; state is lost) to apply {what}",
                 holds_pipeline=True,
             )
-        if not ctx.full:
-            return _observe_only(status(), what)
         return ProgramDecision(
             Patch(patch_body(ctx.declared, observed, changes)),
             status(),
@@ -1172,11 +1180,7 @@ def _differs(
     # Not stopped: preview the new SQL before anything stops.
     if changes.sql and remembered is None:
         if observed.program_status != d.PROGRAM_READY:
-            if (
-                observed.deployment_status == "Stopped"
-                and ctx.full
-                and spec.updateStrategy != ("Manual")
-            ):
+            if observed.deployment_status == "Stopped" and spec.updateStrategy != "Manual":
                 # A start of the old program waits for it to compile: nothing runs yet, and
                 # nothing can be previewed against it. Cancel the start; the change applies.
                 return ProgramDecision(
@@ -1192,14 +1196,9 @@ def _differs(
                 d.PREVIEWING_CHANGE,
                 f"waiting for Feldera's current program to compile to preview {what}",
             )
-        runtime_version = ctx.declared.program_config.get("runtime_version")
-        step = Preview(
-            program_code=ctx.declared.sql,
-            runtime_version=runtime_version if isinstance(runtime_version, str) else None,
-            hash=ctx.hash,
-            from_version=observed.program_version,
+        return ProgramDecision(
+            _preview(ctx, observed), status(), d.PREVIEWING_CHANGE, f"previewing {what}"
         )
-        return ProgramDecision(step, status(), d.PREVIEWING_CHANGE, f"previewing {what}")
     if remembered is not None and remembered.problem:
         return ProgramDecision(
             None,
@@ -1222,8 +1221,6 @@ def _differs(
         effect = "UDFs or program configuration"
     if loses_state:
         effect += "; restarting loses the pipeline's state"
-    if not ctx.full:
-        return _observe_only(status(), f"{what}: {effect}")
     if spec.updateStrategy == "Manual":
         return ProgramDecision(
             None,
@@ -1259,13 +1256,46 @@ def _differs(
     )
 
 
-def _observe_only(status: dict[str, Any], what: str) -> ProgramDecision:
+def _observe_only_differs(
+    ctx: _Context,
+    observed: ObservedProgram,
+    changes: ProgramChanges,
+    remembered: PreviewResult | None,
+    status: Callable[..., dict[str, Any]],
+    what: str,
+) -> ProgramDecision:
+    """ObserveOnly: report the difference, with the change's preview (a read) when there is one
+    to make; never apply it."""
+    compiled = observed.program_status == d.PROGRAM_READY
+    if changes.sql and remembered is None and compiled and not observed.settled_stopped:
+        return ProgramDecision(
+            _preview(ctx, observed), status(), d.PREVIEWING_CHANGE, f"previewing {what}"
+        )
+    if remembered is not None and remembered.errors:
+        first = next(e for e in remembered.errors if not e.warning)
+        return ProgramDecision(
+            None,
+            status(errors=remembered.errors),
+            d.PROGRAM_ERROR,
+            f"program {ctx.short} does not compile: {first.describe()}",
+        )
+    effect = f": {remembered.diff.summary()}" if remembered and remembered.diff else ""
     return ProgramDecision(
         None,
-        status,
+        status(),
         d.OBSERVE_ONLY,
-        f"Feldera's program differs from the declared {what}; managementPolicy ObserveOnly: "
-        "not applied",
+        f"Feldera's program differs from the declared {what}{effect}; managementPolicy "
+        "ObserveOnly: not applied",
+    )
+
+
+def _preview(ctx: _Context, observed: ObservedProgram) -> Preview:
+    runtime_version = ctx.declared.program_config.get("runtime_version")
+    return Preview(
+        program_code=ctx.declared.sql,
+        runtime_version=runtime_version if isinstance(runtime_version, str) else None,
+        hash=ctx.hash,
+        from_version=observed.program_version,
     )
 
 

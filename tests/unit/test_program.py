@@ -919,6 +919,7 @@ def test_recreate_stops_clears_and_patches_a_refused_change() -> None:
     assert run(spec, observed(SQL_A, status="Stopped")).step == p.Clear()
     clearing = run(spec, observed(SQL_A, status="Stopped", storage="Clearing"))
     assert (clearing.step, clearing.reason) == (None, d.UPDATING_PROGRAM)
+    assert clearing.holds_pipeline  # Feldera refuses a start while clearing
     cleared = run(spec, observed(SQL_A, status="Stopped", storage="Cleared"))
     assert isinstance(cleared.step, p.Patch)
 
@@ -968,6 +969,24 @@ def test_feldera_awaiting_approval_of_the_declared_program_is_approved_when_appr
     assert run(make_spec(SQL_B, policy="Allow"), waiting).step == p.Approve()
     rejected = run(make_spec(SQL_B, policy="Reject"), waiting)
     assert (rejected.step, rejected.reason) == (None, d.BOOTSTRAP_REJECTED)
+
+
+def test_a_bootstrap_is_not_approved_for_a_pipeline_declared_stopped() -> None:
+    spec = make_spec(SQL_B, stopped=True, policy="Allow")
+    waiting = observed(
+        SQL_B, status="AwaitingApproval", desired="Running", approval_diff=adds_view()
+    )
+    result = run(spec, waiting)
+    assert (result.step, result.holds_pipeline) == (None, False)
+    decision = decide_with(spec, waiting, result.outcome)
+    assert decision.actions == (d.PipelineAction("stop"),)
+
+
+def test_decide_starts_nothing_while_storage_is_cleared_for_a_change() -> None:
+    spec = make_spec(SQL_A, runtime={"workers": 4}, strategy="Recreate")
+    obs = observed(SQL_A, status="Stopped", storage="Clearing")
+    assert decide_with(spec, obs, None).actions == (d.PipelineAction("start", "running"),)
+    assert decide_with(spec, obs, run(spec, obs).outcome).actions == ()
 
 
 def test_a_pending_start_of_an_uncompiled_old_program_is_cancelled_to_apply_the_change() -> None:
@@ -1043,6 +1062,24 @@ def test_observe_only_decides_no_write(obs: p.ObservedProgram | None) -> None:
     result = run(spec, obs)
     assert result.step is None or not result.step.writes
     assert not result.holds_pipeline
+
+
+@pytest.mark.parametrize(
+    "obs",
+    [
+        observed(SQL_A, status="Stopping", desired="Stopped"),
+        observed(SQL_A, status="Stopped", storage="Clearing"),
+        observed(SQL_A, status="Stopped"),
+    ],
+)
+def test_observe_only_never_says_a_change_will_be_applied(obs: p.ObservedProgram) -> None:
+    spec = make_spec(SQL_B, management="ObserveOnly")
+    result = run(spec, obs)
+    if isinstance(result.step, p.Preview):  # a read: ObserveOnly may look
+        result = run(spec, obs, preview=p.preview_answered(result.step, adds_view()))
+        assert "views 1 added" in result.message
+    assert (result.step, result.reason) == (None, d.OBSERVE_ONLY)
+    assert "not applied" in result.message
 
 
 def test_observe_only_reports_the_difference_with_the_preview() -> None:
@@ -1351,6 +1388,7 @@ class FelderaModel:
     checkpoint: str | None = None  # the program a checkpoint was written by (Enterprise)
     start_policy: str = "await_approval"
     deployment_error: str | None = None
+    clearing: int = 0
     calls: list[str] = field(default_factory=list)
 
     # -------------------------------------------------------------- reads
@@ -1525,7 +1563,9 @@ class FelderaModel:
             else:
                 self.program_status = COMPILE_STEPS[COMPILE_STEPS.index(self.program_status) + 1]
         if self.storage == "Clearing":
-            self.storage, self.checkpoint = "Cleared", None
+            self.clearing += 1  # clearing takes a while: the flow must see it in progress
+            if self.clearing > 1:
+                self.storage, self.checkpoint, self.clearing = "Cleared", None, 0
         if self.desired == "Stopped":
             if self.status == "Stopping":
                 self.status = "Stopped"
