@@ -67,7 +67,12 @@ THE SHELL'S CONTRACT (reconciler):
 - Remember nothing else: the preview's result lives in status.program.pending (keyed by the
   declared hash and the program_version it compared against) and status.program.errors, which
   the shell persists by writing the status, and gets back through `previous`.
-- deletionPolicy Delete: on deletion, `decide_deletion(spec, observed)` until `done`.
+- Follow up as for any action: decide()'s `in_progress` is True while a program step is in
+  flight, and a spec edit (an approval, `stopped: true`) or a labelled ConfigMap's edit
+  reconciles at once. A person-stall (AwaitingApproval, UpdatePending...) needs no polling
+  beyond the periodic observation.
+- deletionPolicy Delete: hold the finalizer as for Stop; on deletion, execute
+  `decide_deletion(spec, observed)` each reconcile until it says `done`, then release it.
 """
 
 from __future__ import annotations

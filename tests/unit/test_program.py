@@ -943,7 +943,8 @@ def test_after_stop_the_flow_waits_and_stops_nothing_again(status: str, desired:
     assert after.reason == d.UPDATING_PROGRAM
     assert not after.holds_pipeline
     # The pending change is still shown, from status: no second preview.
-    assert after.status is not None and after.status["pending"] == first.status["pending"]
+    assert after.status is not None and first.status is not None
+    assert after.status["pending"] == first.status["pending"]
 
 
 def test_after_patch_the_new_program_compiles_and_nothing_is_patched_again() -> None:
