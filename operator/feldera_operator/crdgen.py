@@ -81,6 +81,9 @@ PRINTER_COLUMNS: dict[str, tuple[PrinterColumn, ...]] = {
         PrinterColumn("Stopped", "boolean", ".spec.stopped", "Desired: stopped."),
         PrinterColumn("State", "string", ".status.state", "Feldera's deployment status."),
         PrinterColumn(
+            "Program", "string", ".status.programStatus", "Feldera's program status (Success...)."
+        ),
+        PrinterColumn(
             "Connectors", "string", ".status.connectors", "Active connectors / all connectors."
         ),
         *_COMMON_TAIL,

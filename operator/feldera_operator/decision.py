@@ -16,7 +16,7 @@ Rules (see the README for the user-facing catalogue of reasons):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from feldera_operator.models import FelderaPipelineSpec
@@ -53,6 +53,26 @@ TRANSITIONING = "Transitioning"
 PIPELINE_NOT_DEPLOYED = "PipelineNotDeployed"
 CONNECTORS_PENDING = "ConnectorsPending"
 
+# The declared program (spec.program; its flow is decided in program.py).
+CREATING_PIPELINE = "CreatingPipeline"  # Reconciling: PUT issued, Feldera compiles it next
+PREVIEWING_CHANGE = "PreviewingChange"  # Reconciling: POST .../diff of the new SQL
+UPDATING_PROGRAM = "UpdatingProgram"  # Reconciling: stop, clear, patch or approve in flight
+# A person must act for the change to go on: approve its hash, or stop the pipeline. Stalled
+# (kstatus has no "Suspended"): nothing will progress by itself, so `kubectl wait` and Flux
+# report it at once with the message saying what to do, instead of timing out on "in progress".
+# Argo CD's health check maps these two to Suspended rather than Degraded: they wait on a
+# person by design, and nothing is broken (the old program keeps running).
+AWAITING_APPROVAL = "AwaitingApproval"
+UPDATE_PENDING = "UpdatePending"
+WAITING_FOR_PERSON = frozenset({AWAITING_APPROVAL, UPDATE_PENDING})
+BOOTSTRAP_REJECTED = "BootstrapRejected"
+STORAGE_IN_USE = "StorageInUse"
+CONFIGMAP_NOT_FOUND = "ConfigMapNotFound"
+CONFIGMAP_NOT_LABELLED = "ConfigMapNotLabelled"
+# managementPolicy ObserveOnly and Feldera differs from the spec: reported, never acted on.
+OBSERVE_ONLY = "ObserveOnly"
+PROGRAM_PROGRESS_REASONS = frozenset({CREATING_PIPELINE, PREVIEWING_CHANGE, UPDATING_PROGRAM})
+
 STALLED_REASONS = frozenset(
     {
         INSTANCE_NOT_FOUND,
@@ -65,6 +85,13 @@ STALLED_REASONS = frozenset(
         CONNECTOR_NOT_FOUND,
         OUTPUT_PAUSE_UNSUPPORTED,
         INVALID_SPEC,
+        AWAITING_APPROVAL,
+        UPDATE_PENDING,
+        BOOTSTRAP_REJECTED,
+        STORAGE_IN_USE,
+        CONFIGMAP_NOT_FOUND,
+        CONFIGMAP_NOT_LABELLED,
+        OBSERVE_ONLY,
     }
 )
 # Reasons that mean the round trip to Feldera failed (Synced=False).
@@ -164,6 +191,19 @@ Action = PipelineAction | ConnectorAction
 
 
 @dataclass(frozen=True)
+class ProgramOutcome:
+    """The declared program's part of a reconcile, as `program.decide_program()` decides it."""
+
+    status: Mapping[str, Any] | None  # status.program
+    reason: str  # CONVERGED when Feldera holds the declared program as it should
+    message: str
+    # The program flow owns the pipeline's lifecycle this round (it stops, patches, starts it):
+    # run-state actions wait, so that nothing starts a pipeline stopped to be updated.
+    holds_pipeline: bool = False
+    acting: bool = False  # a program step was decided this round
+
+
+@dataclass(frozen=True)
 class Decision:
     actions: tuple[Action, ...]
     status: dict[str, Any]
@@ -224,8 +264,126 @@ def decide(
     observed: Observation,
     previous_status: Mapping[str, Any] | None,
     now: str,
+    program: ProgramOutcome | None = None,
 ) -> Decision:
-    """Decide the actions for one FelderaPipeline and the whole status to write."""
+    """Decide the actions for one FelderaPipeline and the whole status to write.
+
+    `program` is the program flow's outcome when the spec declares a program (program.py): its
+    status goes to status.program, its reason leads Ready's while the program is not as declared,
+    and while it holds the pipeline no run-state action is decided. ObserveOnly decides none.
+    """
+    decision = _decide_run_state(
+        spec,
+        generation=generation,
+        pipeline_name=pipeline_name,
+        observed=observed,
+        previous_status=previous_status,
+        now=now,
+    )
+    if program is None and spec.managementPolicy == "Full":
+        return decision
+    return _with_program_and_policy(
+        decision, spec, observed, program, previous_status, generation=generation, now=now
+    )
+
+
+def _with_program_and_policy(
+    decision: Decision,
+    spec: FelderaPipelineSpec,
+    observed: Observation,
+    program: ProgramOutcome | None,
+    previous_status: Mapping[str, Any] | None,
+    *,
+    generation: int,
+    now: str,
+) -> Decision:
+    """The run-state decision, with the program flow's outcome and managementPolicy laid over."""
+    status = dict(decision.status)
+    actions = decision.actions
+    reason, message = decision.ready_reason, decision.ready_message
+    if program is not None and program.holds_pipeline:
+        actions = ()
+    if spec.managementPolicy == "ObserveOnly" and actions:
+        status["inputs"], status["outputs"] = (
+            _observe_only_entries(status.get(key) or [], actions, direction)
+            for key, direction in (("inputs", "input"), ("outputs", "output"))
+        )
+        if not _is_sync_failure(observed):
+            reason = OBSERVE_ONLY
+            message = (
+                "managementPolicy ObserveOnly: Feldera differs from the spec and is left as it "
+                f"is (would: {'; '.join(a.describe() for a in actions)})"
+            )
+        actions = ()
+    if program is not None:
+        status["program"] = program.status
+        if program.reason != CONVERGED and not _is_sync_failure(observed):
+            reason, message = program.reason, program.message
+    if (reason, message, actions) == (
+        decision.ready_reason,
+        decision.ready_message,
+        decision.actions,
+    ):
+        return replace(decision, status=status)
+
+    synced = next(
+        c for c in decision.status["conditions"] if isinstance(c, Mapping) and c["type"] == "Synced"
+    )
+    ready = reason == CONVERGED
+    stalled = reason in STALLED_REASONS
+    acting = bool(actions) or (program is not None and program.acting)
+    status["conditions"] = _conditions(
+        (previous_status or {}).get("conditions"),
+        generation=generation,
+        now=now,
+        ready=(ready, reason, message),
+        synced=(synced["status"] == "True", synced["reason"], synced["message"]),
+        reconciling=((not ready and not stalled) or acting, reason, message),
+        stalled=(stalled, reason, message),
+    )
+    return Decision(
+        actions=actions,
+        status=status,
+        ready=ready,
+        ready_reason=reason,
+        ready_message=message,
+        in_progress=acting or (not ready and not stalled and reason not in SYNC_FAILURE_REASONS),
+        problems=decision.problems,
+    )
+
+
+def _is_sync_failure(observed: Observation) -> bool:
+    """Feldera could not be read: what the program flow or ObserveOnly say cannot be known."""
+    return isinstance(observed, Problem) and observed.reason != PIPELINE_NOT_FOUND
+
+
+def _observe_only_entries(
+    entries: Sequence[Mapping[str, Any]], actions: Sequence[Action], direction: str
+) -> list[dict[str, Any]]:
+    """Connector entries whose action ObserveOnly withholds say so instead of Pausing/Starting."""
+    withheld = {
+        (canonical_spec_relation(a.relation), a.connector)
+        for a in actions
+        if isinstance(a, ConnectorAction) and a.direction == direction
+    }
+    relation_key = "table" if direction == "input" else "view"
+    result = []
+    for entry in entries:
+        key = (canonical_reported_relation(str(entry.get(relation_key))), entry.get("connector"))
+        result.append({**entry, "reason": OBSERVE_ONLY} if key in withheld else dict(entry))
+    return result
+
+
+def _decide_run_state(
+    spec: FelderaPipelineSpec,
+    *,
+    generation: int,
+    pipeline_name: str,
+    observed: Observation,
+    previous_status: Mapping[str, Any] | None,
+    now: str,
+) -> Decision:
+    """The pipeline's run state and its connectors: the decision before spec.program existed."""
     previous_status = previous_status or {}
     if isinstance(observed, Problem):
         return _decide_unobservable(spec, generation, pipeline_name, observed, previous_status, now)

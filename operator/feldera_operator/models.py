@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.config import JsonDict
 
 GROUP = "feldera.dev"
@@ -25,6 +25,23 @@ CONNECTOR_NAME_MAX = 100
 RELATION_NAME_PATTERN = r'^([A-Za-z_][A-Za-z0-9_]*|"[^"]+")$'
 RELATION_NAME_MAX = 128
 MAX_CONNECTORS = 256
+
+# Size bounds of the declared program, in characters (one byte each for ASCII text). A resource is
+# stored whole in etcd, whose requests stop at 1.5 MiB: 512 KiB of SQL + 128 KiB of Rust + 16 KiB
+# of Cargo TOML, 512 declared connectors and status.program at its bounds stay under 1 MiB, which
+# leaves room for metadata (annotations: 256 KiB at most) and the connectors' status. A larger
+# program goes in a ConfigMap (sqlFrom), whose own limit is 1 MiB.
+SQL_MAX = 512 * 1024
+UDF_RUST_MAX = 128 * 1024
+UDF_TOML_MAX = 16 * 1024
+CONFIG_KEYS_MAX = 64
+# status.program stays small whatever the program: the first errors, the first names of a diff.
+PROGRAM_ERRORS_MAX = 20
+PROGRAM_MESSAGE_MAX = 1024
+DIFF_NAMES_MAX = 32
+PROGRAM_HASH_PATTERN = r"^sha256:[0-9a-f]{64}$"
+# ConfigMap keys (Kubernetes' IsConfigMapKey).
+CONFIGMAP_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -262,7 +279,160 @@ class OutputConnector(_Model):
     paused: PausedField = False
 
 
-DeletionPolicy = Literal["Orphan", "Stop"]
+DeletionPolicy = Literal["Orphan", "Stop", "Delete"]
+UpdateStrategy = Literal["Restart", "Recreate", "Manual"]
+BootstrapPolicy = Literal["AwaitApproval", "Allow", "Reject"]
+ManagementPolicy = Literal["Full", "ObserveOnly"]
+
+
+class ConfigMapKeyRef(_Model):
+    """A key in a ConfigMap in the resource's own namespace."""
+
+    name: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=253,
+            description=(
+                'Name of the ConfigMap. It must carry the label feldera.dev/program: "true" '
+                "(the operator watches only ConfigMaps so labelled)."
+            ),
+        ),
+    ]
+    key: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=253,
+            pattern=CONFIGMAP_KEY_PATTERN,
+            description="Key inside the ConfigMap whose value is the SQL program.",
+        ),
+    ]
+
+
+class SqlSource(_Model):
+    """Where the SQL program is read from, instead of inline `sql`."""
+
+    configMapKeyRef: Annotated[
+        ConfigMapKeyRef,
+        Field(
+            description=(
+                "A ConfigMap key holding the SQL (a ConfigMap holds up to 1 MiB). Editing the "
+                "ConfigMap changes the program like editing `sql` does."
+            )
+        ),
+    ]
+
+
+_EXACTLY_ONE_SQL = "spec.program: set exactly one of sql and sqlFrom."
+
+
+class PipelineProgram(_Model):
+    """The pipeline itself, as Feldera stores it: SQL, UDFs and configuration."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "has(self.sql) != has(self.sqlFrom)", "message": _EXACTLY_ONE_SQL}
+            ]
+        }
+    )
+
+    sql: Annotated[
+        str | None,
+        Field(
+            max_length=SQL_MAX,
+            description=(
+                "The SQL program (Feldera's program_code), inline. At most 524288 characters "
+                "(512 KiB of ASCII): the whole resource must fit etcd's 1.5 MiB. Note that "
+                "client-side `kubectl apply` copies the object into an annotation limited to "
+                "256 KiB: apply a larger program with `kubectl apply --server-side`, or put it in "
+                "a ConfigMap (sqlFrom). Exactly one of sql and sqlFrom."
+            ),
+        ),
+    ] = None
+    sqlFrom: Annotated[
+        SqlSource | None,
+        Field(description="Read the SQL program from a ConfigMap. Exactly one of sql and sqlFrom."),
+    ] = None
+    udfRust: Annotated[
+        str,
+        Field(
+            max_length=UDF_RUST_MAX,
+            description=(
+                "Rust implementations of the program's user-defined functions (Feldera's "
+                "udf_rust). At most 131072 characters (128 KiB of ASCII). Empty: no UDFs."
+            ),
+        ),
+    ] = ""
+    udfToml: Annotated[
+        str,
+        Field(
+            max_length=UDF_TOML_MAX,
+            description=(
+                "Cargo.toml dependencies of the UDFs (Feldera's udf_toml). At most 16384 "
+                "characters (16 KiB of ASCII)."
+            ),
+        ),
+    ] = ""
+    runtimeConfig: Annotated[
+        dict[str, Any] | None,
+        Field(
+            max_length=CONFIG_KEYS_MAX,
+            description=(
+                "Feldera's runtime_config (workers, storage, fault_tolerance, resources...). Only "
+                "the keys given are managed, at every depth; Feldera's defaults fill the rest and "
+                "are never reported as differences. A change needs a restart. workers, hosts, "
+                "fault_tolerance, clock_timezone_offset and resources.storage_mb_max, "
+                "resources.namespace, resources.storage_class cannot change while the pipeline's "
+                "storage is in use: the resource then reports StorageInUse, unless updateStrategy "
+                "is Recreate (which clears storage). A key this Feldera does not know is listed in "
+                "status.program.ignoredKeys."
+            ),
+        ),
+    ] = None
+    programConfig: Annotated[
+        dict[str, Any] | None,
+        Field(
+            max_length=CONFIG_KEYS_MAX,
+            description=(
+                "Feldera's program_config (profile, cache, runtime_version...). Only the keys "
+                "given are managed; a change recompiles the program."
+            ),
+        ),
+    ] = None
+
+    @model_validator(mode="after")
+    def _exactly_one_sql(self) -> PipelineProgram:
+        if (self.sql is None) == (self.sqlFrom is None):
+            raise ValueError(_EXACTLY_ONE_SQL)
+        return self
+
+
+class Bootstrap(_Model):
+    """Whether a program change may rebuild state from a checkpoint (Feldera Enterprise)."""
+
+    policy: Annotated[
+        BootstrapPolicy,
+        Field(
+            description=(
+                "AwaitApproval (default, as Feldera's own): a change that needs a bootstrap waits "
+                "until `approve` holds its hash. Allow: apply without approval. Reject: never "
+                "apply a change that needs a bootstrap (BootstrapRejected)."
+            )
+        ),
+    ] = "AwaitApproval"
+    approve: Annotated[
+        str | None,
+        Field(
+            pattern=PROGRAM_HASH_PATTERN,
+            description=(
+                "Approves exactly one pending program: copy status.program.pending.hash here "
+                "(sha256:...). Any later edit of the program changes its hash and needs a new "
+                "approval."
+            ),
+        ),
+    ] = None
 
 
 class FelderaPipelineSpec(_Model):
@@ -311,17 +481,61 @@ class FelderaPipelineSpec(_Model):
         Field(
             description=(
                 "What deleting this resource does in Feldera: Orphan leaves the pipeline as it "
-                "is; Stop stops it."
+                "is; Stop stops it; Delete stops it, clears its storage and deletes it (its state "
+                "is lost)."
             )
         ),
     ] = "Orphan"
+    managementPolicy: Annotated[
+        ManagementPolicy,
+        Field(
+            description=(
+                "Full (default): the operator acts to make Feldera match this spec. ObserveOnly: "
+                "it only reads and reports differences, and never changes anything in Feldera "
+                "(to adopt a pipeline, or watch one another tool drives)."
+            )
+        ),
+    ] = "Full"
+    program: Annotated[
+        PipelineProgram | None,
+        Field(
+            description=(
+                "The pipeline itself: SQL, UDFs, runtime and program configuration. Absent: the "
+                "program is managed elsewhere and only the run state is declared here. When "
+                "given, the operator creates the pipeline if missing and applies changes as "
+                "`updateStrategy` says; a change that does not compile is reported and never "
+                "stops a running pipeline."
+            )
+        ),
+    ] = None
+    updateStrategy: Annotated[
+        UpdateStrategy,
+        Field(
+            description=(
+                "How a program change reaches a running pipeline (a stopped one is updated at "
+                "once). Restart (default): preview, then stop, update, start. Recreate: as "
+                "Restart, and clears storage (state is lost) where the change needs it. Manual: "
+                "never stop a running pipeline; the change waits (UpdatePending) until it is "
+                "stopped."
+            )
+        ),
+    ] = "Restart"
+    bootstrap: Annotated[
+        Bootstrap | None,
+        Field(
+            description=(
+                "Approval of program changes that rebuild state from a checkpoint (Feldera "
+                "Enterprise with storage in use). Absent: policy AwaitApproval, nothing approved."
+            )
+        ),
+    ] = None
     inputs: Annotated[
         list[InputConnector],
         Field(
             max_length=MAX_CONNECTORS,
             description=(
-                "Input connectors this resource controls, keyed by (table, connector). "
-                "Connectors not listed are reported in status and never touched."
+                "Input connectors this resource controls, keyed by (table, connector); at most "
+                "256 entries. Connectors not listed are reported in status and never touched."
             ),
             json_schema_extra=_list_map("table", "connector"),
         ),
@@ -331,8 +545,8 @@ class FelderaPipelineSpec(_Model):
         Field(
             max_length=MAX_CONNECTORS,
             description=(
-                "Output connectors this resource controls, keyed by (view, connector). "
-                "Needs Feldera 0.369 or newer."
+                "Output connectors this resource controls, keyed by (view, connector); at most "
+                "256 entries. Needs Feldera 0.369 or newer."
             ),
             json_schema_extra=_list_map("view", "connector"),
         ),
@@ -390,6 +604,174 @@ class OutputConnectorStatus(_ConnectorStatusBase):
     view: Annotated[str, Field(max_length=RELATION_NAME_MAX, description="View name.")]
 
 
+class ProgramMessage(_Model):
+    """One compiler message about the declared program."""
+
+    line: Annotated[int | None, Field(description="Line of the SQL program (from 1).")] = None
+    column: Annotated[int | None, Field(description="Column in that line (from 1).")] = None
+    message: Annotated[
+        str, Field(max_length=PROGRAM_MESSAGE_MAX, description="The compiler's message.")
+    ]
+    warning: Annotated[bool, Field(description="A warning rather than an error.")] = False
+
+
+DiffName = Annotated[
+    str,
+    Field(
+        max_length=RELATION_NAME_MAX + 1 + CONNECTOR_NAME_MAX,
+        description="A table or view name, or a connector as relation.connector.",
+    ),
+]
+FieldName = Annotated[
+    str,
+    Field(max_length=256, description="A Feldera field, dotted (runtime_config.workers)."),
+]
+
+
+class NameChanges(_Model):
+    """Names added, removed and modified by a program change."""
+
+    added: Annotated[
+        list[DiffName], Field(max_length=DIFF_NAMES_MAX, description="Names the change adds.")
+    ] = []
+    removed: Annotated[
+        list[DiffName], Field(max_length=DIFF_NAMES_MAX, description="Names the change removes.")
+    ] = []
+    modified: Annotated[
+        list[DiffName],
+        Field(max_length=DIFF_NAMES_MAX, description="Names whose definition the change alters."),
+    ] = []
+
+
+class ProgramDiff(_Model):
+    """What a program change does, as Feldera's preview (POST .../diff) reports it."""
+
+    tables: Annotated[NameChanges, Field(description="Tables added, removed, modified.")]
+    views: Annotated[
+        NameChanges,
+        Field(description="Views added, removed, modified (modified views are recomputed)."),
+    ]
+    inputConnectors: Annotated[
+        NameChanges, Field(description="Input connectors (table.connector) added, removed...")
+    ]
+    outputConnectors: Annotated[
+        NameChanges, Field(description="Output connectors (view.connector) added, removed...")
+    ]
+    truncated: Annotated[
+        bool | None,
+        Field(description=f"Some lists were cut at {DIFF_NAMES_MAX} names."),
+    ] = None
+    error: Annotated[
+        str | None,
+        Field(
+            max_length=PROGRAM_MESSAGE_MAX,
+            description="Feldera could not compare the programs (program_diff_error).",
+        ),
+    ] = None
+
+
+WaitingFor = Literal["Approval", "Stop", "StorageClear"]
+
+
+class PendingProgram(_Model):
+    """A declared change that Feldera does not run yet."""
+
+    hash: Annotated[
+        str,
+        Field(
+            pattern=PROGRAM_HASH_PATTERN,
+            description="Hash of the pending program: what spec.bootstrap.approve must hold.",
+        ),
+    ]
+    fromVersion: Annotated[
+        int | None,
+        Field(description="Feldera's program_version the diff compares against."),
+    ] = None
+    diff: Annotated[
+        ProgramDiff | None,
+        Field(description="What the change does; absent when the SQL is unchanged."),
+    ] = None
+    changedFields: Annotated[
+        list[FieldName],
+        Field(
+            max_length=CONFIG_KEYS_MAX,
+            description="Feldera fields the change sets (program_code, runtime_config.workers...).",
+        ),
+    ] = []
+    needsBootstrap: Annotated[
+        bool,
+        Field(
+            description=(
+                "Applying it rebuilds state from a checkpoint (Enterprise, storage in use, tables "
+                "or views changed): it needs spec.bootstrap.approve unless policy is Allow."
+            )
+        ),
+    ] = False
+    losesState: Annotated[
+        bool,
+        Field(
+            description=(
+                "Applying it starts from empty state (open source: every restart does; or "
+                "storage is cleared)."
+            )
+        ),
+    ] = False
+    waitingFor: Annotated[
+        WaitingFor | None,
+        Field(
+            description=(
+                "What a person must do: Approval (set spec.bootstrap.approve to `hash`), Stop "
+                "(updateStrategy Manual: stop the pipeline), StorageClear (clear its storage, or "
+                "use updateStrategy Recreate)."
+            )
+        ),
+    ] = None
+
+
+class PipelineProgramStatus(_Model):
+    """The declared program and what Feldera holds of it."""
+
+    hash: Annotated[
+        str,
+        Field(
+            pattern=PROGRAM_HASH_PATTERN,
+            description=(
+                "sha256 of the declared program: SQL, udfRust, udfToml, programConfig and the "
+                "declared runtimeConfig keys, as canonical JSON."
+            ),
+        ),
+    ]
+    appliedHash: Annotated[
+        str | None,
+        Field(description="The declared hash Feldera was last confirmed to hold, compiled."),
+    ] = None
+    version: Annotated[int | None, Field(description="Feldera's program_version.")] = None
+    status: Annotated[
+        str | None, Field(description="Feldera's program_status (Success, SqlError...).")
+    ] = None
+    errors: Annotated[
+        list[ProgramMessage],
+        Field(
+            max_length=PROGRAM_ERRORS_MAX,
+            description=(
+                f"The first {PROGRAM_ERRORS_MAX} compiler messages about the declared program "
+                "(from Feldera's compilation, or from the preview of a change)."
+            ),
+        ),
+    ] = []
+    pending: Annotated[
+        PendingProgram | None,
+        Field(description="A declared change not applied yet, while there is one."),
+    ] = None
+    ignoredKeys: Annotated[
+        list[FieldName],
+        Field(
+            max_length=CONFIG_KEYS_MAX,
+            description="Declared configuration keys this Feldera does not store (unknown to it).",
+        ),
+    ] = []
+
+
 class FelderaPipelineStatus(_Model):
     """What the operator last saw of the pipeline in Feldera."""
 
@@ -422,6 +804,10 @@ class FelderaPipelineStatus(_Model):
     connectors: Annotated[
         str | None,
         Field(description="Summary for `kubectl get`: active connectors / all connectors."),
+    ] = None
+    program: Annotated[
+        PipelineProgramStatus | None,
+        Field(description="The declared program (spec.program) and its progress, when declared."),
     ] = None
     inputs: Annotated[
         list[InputConnectorStatus],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -191,6 +192,7 @@ READY = '.status.conditions[?(@.type=="Ready")]'
                 ("Paused", "boolean", ".spec.paused"),
                 ("Stopped", "boolean", ".spec.stopped"),
                 ("State", "string", ".status.state"),
+                ("Program", "string", ".status.programStatus"),
                 ("Connectors", "string", ".status.connectors"),
                 ("Ready", "string", f"{READY}.status"),
                 ("Reason", "string", f"{READY}.reason"),
@@ -306,7 +308,7 @@ def test_defaults_enums_patterns_and_bounds_come_from_the_models() -> None:
     assert spec["stopped"]["default"] is False
     assert spec["deletionPolicy"] == {
         "type": "string",
-        "enum": ["Orphan", "Stop"],
+        "enum": ["Orphan", "Stop", "Delete"],
         "default": "Orphan",
         "description": spec["deletionPolicy"]["description"],
     }
@@ -489,6 +491,151 @@ def test_samples_are_valid_for_the_crd_and_the_model() -> None:
     assert crd_errors("FelderaPipeline", minimal) == []
 
 
+def program_sample() -> Node:
+    """The design's example of a declared program."""
+    return {
+        "sql": "CREATE TABLE orders (id BIGINT);\nCREATE VIEW big AS SELECT * FROM orders;",
+        "udfRust": "",
+        "udfToml": "",
+        "runtimeConfig": {"workers": 4, "storage": True, "resources": {"cpu_cores_max": 2}},
+        "programConfig": {"profile": "optimized"},
+    }
+
+
+def test_a_declared_program_is_valid_for_the_crd_and_the_model() -> None:
+    for program in (
+        program_sample(),
+        {"sqlFrom": {"configMapKeyRef": {"name": "orders-sql", "key": "program.sql"}}},
+    ):
+        obj = pipeline_sample()
+        obj["spec"] |= {
+            "program": program,
+            "updateStrategy": "Recreate",
+            "managementPolicy": "ObserveOnly",
+            "deletionPolicy": "Delete",
+            "bootstrap": {"policy": "Allow", "approve": "sha256:" + "0a" * 32},
+        }
+        assert crd_errors("FelderaPipeline", obj) == []
+        FelderaPipeline.model_validate(obj)
+
+
+def test_program_defaults_keep_todays_behaviour() -> None:
+    spec = at("FelderaPipeline", "spec")["properties"]
+    assert spec["program"]["nullable"] is True
+    assert "default" not in spec["program"]
+    assert spec["updateStrategy"]["enum"] == ["Restart", "Recreate", "Manual"]
+    assert spec["updateStrategy"]["default"] == "Restart"
+    assert spec["managementPolicy"]["enum"] == ["Full", "ObserveOnly"]
+    assert spec["managementPolicy"]["default"] == "Full"
+    assert at("FelderaPipeline", "spec.bootstrap.policy")["enum"] == [
+        "AwaitApproval",
+        "Allow",
+        "Reject",
+    ]
+    assert at("FelderaPipeline", "spec.bootstrap.policy")["default"] == "AwaitApproval"
+    assert at("FelderaPipeline", "spec.bootstrap.approve")["pattern"] == r"^sha256:[0-9a-f]{64}$"
+
+
+def test_program_sizes_are_bounded_and_the_bounds_are_told_to_users() -> None:
+    bounds = {"sql": 524288, "udfRust": 131072, "udfToml": 16384}
+    for field, bound in bounds.items():
+        node = at("FelderaPipeline", f"spec.program.{field}")
+        assert node["maxLength"] == bound
+        assert str(bound) in node["description"]
+    for field in ("inputs", "outputs"):
+        assert "256" in at("FelderaPipeline", f"spec.{field}")["description"]
+
+
+def test_configs_are_free_form_objects_kept_whole_by_the_apiserver() -> None:
+    for field in ("runtimeConfig", "programConfig"):
+        node = at("FelderaPipeline", f"spec.program.{field}")
+        assert node["type"] == "object"
+        assert node["x-kubernetes-preserve-unknown-fields"] is True
+        assert "properties" not in node
+        assert node["maxProperties"] == 64
+
+
+def _max_status() -> Node:
+    """status.program at every bound the models set: the most a status can weigh."""
+    name = "n" * (128 + 1 + 100)
+    changes = {k: [name] * 32 for k in ("added", "removed", "modified")}
+    return {
+        "program": {
+            "hash": "sha256:" + "0" * 64,
+            "appliedHash": "sha256:" + "1" * 64,
+            "version": 2**31,
+            "status": "SqlError",
+            "errors": [
+                {"line": 1, "column": 1, "message": "m" * 1024, "warning": False} for _ in range(20)
+            ],
+            "pending": {
+                "hash": "sha256:" + "2" * 64,
+                "fromVersion": 7,
+                "diff": {
+                    "tables": changes,
+                    "views": changes,
+                    "inputConnectors": changes,
+                    "outputConnectors": changes,
+                    "truncated": True,
+                    "error": "e" * 1024,
+                },
+                "changedFields": ["f" * 256] * 64,
+                "needsBootstrap": True,
+                "losesState": True,
+                "waitingFor": "Approval",
+            },
+            "ignoredKeys": ["k" * 256] * 64,
+        }
+    }
+
+
+def test_a_resource_at_every_size_bound_fits_etcd() -> None:
+    # etcd refuses requests over 1.5 MiB. The spec and status.program at their bounds stay under
+    # 1 MiB: the rest is for metadata (annotations are capped at 256 KiB by the apiserver), the
+    # values inside runtimeConfig/programConfig (64 keys each) and the connectors' status.
+
+    obj = pipeline_sample()
+    obj["spec"]["program"] = program_sample() | {
+        "sql": "s" * 524288,
+        "udfRust": "r" * 131072,
+        "udfToml": "t" * 16384,
+    }
+    obj["spec"]["inputs"] = [
+        {"table": "t" * 128, "connector": f"{i:0>100}", "paused": True} for i in range(256)
+    ]
+    obj["spec"]["outputs"] = [
+        {"view": "v" * 128, "connector": f"{i:0>100}", "paused": True} for i in range(256)
+    ]
+    obj["status"] = _max_status()
+    assert crd_errors("FelderaPipeline", obj) == []
+    size = len(json.dumps(obj).encode())
+    assert size < 1024 * 1024, size
+
+
+@pytest.mark.parametrize(
+    ("program", "allowed"),
+    [
+        ({"sql": "CREATE TABLE t (x INT);"}, True),
+        ({"sql": ""}, True),
+        ({"sqlFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}, True),
+        ({"sql": "x", "sqlFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}, False),
+        ({}, False),
+        ({"udfRust": "fn f() {}"}, False),
+    ],
+)
+def test_exactly_one_of_sql_and_sql_from(program: Node, allowed: bool) -> None:
+    [rule] = at("FelderaPipeline", "spec.program")["x-kubernetes-validations"]
+    assert "sql" in rule["message"] and "sqlFrom" in rule["message"]
+    assert evaluate(rule["rule"], program) == allowed
+    obj = pipeline_sample()
+    obj["spec"]["program"] = program
+    if allowed:
+        FelderaPipeline.model_validate(obj)
+    else:
+        with pytest.raises(pydantic.ValidationError, match="exactly one of sql and sqlFrom"):
+            FelderaPipeline.model_validate(obj)
+
+
 def test_status_as_the_models_dump_it_is_accepted() -> None:
     # The operator writes status from these models; the apiserver must take it as written.
     condition = {
@@ -535,6 +682,11 @@ def test_status_as_the_models_dump_it_is_accepted() -> None:
             ],
         }
     )
+    with_program = FelderaPipelineStatus.model_validate(
+        pipeline_status.model_dump(mode="json") | _max_status()
+    )
+    obj = pipeline_sample() | {"status": with_program.model_dump(mode="json", exclude_none=True)}
+    assert crd_errors("FelderaPipeline", obj) == []
     instance_status = FelderaInstanceStatus.model_validate(
         {"conditions": [condition], "reachable": True, "version": "0.370.0"}
     )
@@ -580,7 +732,7 @@ INVALID_PIPELINES: list[tuple[str, Callable[[Node], None], bool]] = [
     ("paused as a string", _set("spec.paused", "yes"), False),
     ("connector paused as a number", _set("spec.inputs.0.paused", 2), True),
     ("inputs not a list", _set("spec.inputs", {"table": "orders"}), True),
-    ("unknown deletion policy", _set("spec.deletionPolicy", "Delete"), True),
+    ("unknown deletion policy", _set("spec.deletionPolicy", "Destroy"), True),
     ("unknown field", _set("spec.pausd", True), True),
     ("unknown connector field", _set("spec.inputs.0.pasued", True), True),
     ("instanceRef without a name", _set("spec.instanceRef", {}), True),
@@ -595,6 +747,35 @@ INVALID_PIPELINES: list[tuple[str, Callable[[Node], None], bool]] = [
         _set("spec.inputs", [{"table": "t", "connector": "c"}, {"table": "t", "connector": "c"}]),
         False,
     ),
+    ("unknown update strategy", _set("spec.updateStrategy", "Rolling"), True),
+    ("unknown management policy", _set("spec.managementPolicy", "ReadOnly"), True),
+    ("unknown bootstrap policy", _set("spec.bootstrap", {"policy": "Always"}), True),
+    ("approval not a sha256", _set("spec.bootstrap", {"approve": "sha256:abc"}), True),
+    ("approval in upper case", _set("spec.bootstrap", {"approve": "sha256:" + "A" * 64}), True),
+    ("sql too long", _set("spec.program", {"sql": "x" * (512 * 1024 + 1)}), True),
+    (
+        "udfRust too long",
+        _set("spec.program", {"sql": "", "udfRust": "x" * (128 * 1024 + 1)}),
+        True,
+    ),
+    ("udfToml too long", _set("spec.program", {"sql": "", "udfToml": "x" * (16 * 1024 + 1)}), True),
+    ("unknown program field", _set("spec.program", {"sql": "", "sqlText": ""}), True),
+    (
+        "sqlFrom without a key",
+        _set("spec.program", {"sqlFrom": {"configMapKeyRef": {"name": "orders-sql"}}}),
+        True,
+    ),
+    (
+        "sqlFrom key with a slash",
+        _set("spec.program", {"sqlFrom": {"configMapKeyRef": {"name": "c", "key": "a/b"}}}),
+        True,
+    ),
+    (
+        "runtimeConfig with too many keys",
+        _set("spec.program", {"sql": "", "runtimeConfig": {f"k{i}": 1 for i in range(65)}}),
+        True,
+    ),
+    ("runtimeConfig not an object", _set("spec.program", {"sql": "", "runtimeConfig": 4}), True),
 ]
 
 
