@@ -46,8 +46,9 @@ _PORT_TAKEN = ("address already in use", "bind: address already in use")
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
-    # One entry per request, written when it completes (a watch: when it ends).
-    "omitStages": ["RequestReceived", "ResponseStarted"],
+    # One entry per request when it completes; a watch also when its stream starts (it may
+    # never complete while the server runs).
+    "omitStages": ["RequestReceived"],
     "rules": [
         {"level": "None", "users": ["system:apiserver"]},
         {"level": "None", "nonResourceURLs": ["/readyz*", "/livez*", "/healthz*", "/version"]},
@@ -409,7 +410,8 @@ class ControlPlane:
     # ------------------------------------------------------------------ audit
 
     def audit_events(self) -> list[dict[str, Any]]:
-        """Audit events written since the last call (metadata only: verb, user, objectRef...)."""
+        """Requests since the last call, one audit event each (metadata only: verb, user,
+        objectRef, responseStatus...); a watch is counted when its stream starts."""
         if not self.audit_log.exists():
             return []
         with open(self.audit_log, "rb") as f:
@@ -418,7 +420,8 @@ class ControlPlane:
         self._audit_offset += len(chunk)
         lines = (self._audit_rest + chunk).split(b"\n")
         self._audit_rest = lines.pop()  # a line still being written
-        return [json.loads(line) for line in lines if line.strip()]
+        events = (json.loads(line) for line in lines if line.strip())
+        return [e for e in events if e.get("stage") != "ResponseComplete" or not _long_running(e)]
 
 
 def request_key(event: Mapping[str, Any]) -> str:
@@ -428,6 +431,11 @@ def request_key(event: Mapping[str, Any]) -> str:
     if ref.get("subresource"):
         resource = f"{resource}/{ref['subresource']}"
     return f"{event.get('verb')} {resource}"
+
+
+def _long_running(event: Mapping[str, Any]) -> bool:
+    """A request that had a ResponseStarted stage of its own (a watch)."""
+    return event.get("verb") == "watch"
 
 
 class _Exited(Exception):
