@@ -4,10 +4,11 @@
 the binaries once per machine (`toolchain`), generates a CA, serving and client certificates and a
 service-account signing key, starts etcd and kube-apiserver on free loopback ports with RBAC and
 TokenRequest on, waits until `/readyz` answers and the `default` namespace exists, and writes an
-admin kubeconfig. There is no kubelet and no controller manager: Pods never run, namespaces stay
-Terminating once deleted, ownerReferences are not garbage-collected; everything the operator
-uses (CRDs, status subresources, server-side apply, watches, RBAC, admission, Leases, Events)
-is Kubernetes' own.
+admin kubeconfig. kube-controller-manager runs the controllers that tests and users see the effect
+of without nodes: namespace deletion, garbage collection of ownerReferences, default
+ServiceAccounts, and the aggregation of ClusterRoles (the chart's roles for `edit` and `view`).
+There is no kubelet or scheduler: Pods never run. Everything the operator uses (CRDs, status
+subresources, server-side apply, watches, RBAC, admission, Leases, Events) is Kubernetes' own.
 
 Every request is written to an audit log (metadata only): the tests count the operator's
 Kubernetes calls from it, by verb and resource, exactly as the API server saw them.
@@ -87,6 +88,7 @@ class ControlPlane:
         self.env = dict(env if env is not None else os.environ)
         self.etcd: Process | None = None
         self.apiserver: Process | None = None
+        self.controller_manager: Process | None = None
         self.etcd_port = self.peer_port = self.port = 0
         self._audit_offset = 0
         self._audit_rest = b""
@@ -109,7 +111,9 @@ class ControlPlane:
 
     def start(self, timeout: float = 120.0) -> None:
         started = time.monotonic()
-        self._binaries = toolchain.ensure_all(["etcd", "kube-apiserver"], self.progress)
+        self._binaries = toolchain.ensure_all(
+            ["etcd", "kube-apiserver", "kube-controller-manager"], self.progress
+        )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._certificates()
         try:
@@ -117,13 +121,18 @@ class ControlPlane:
             self._start_apiserver(timeout)
             self._write_admin_kubeconfig()
             self._wait_default_namespace(timeout)
+            self._start_controller_manager()
         except BaseException:
             self.stop()
             raise
         self.start_seconds = time.monotonic() - started
 
+    @property
+    def processes(self) -> list[Process]:
+        return [p for p in (self.etcd, self.apiserver, self.controller_manager) if p is not None]
+
     def stop(self, *, remove_data: bool = True) -> None:
-        for proc in (self.apiserver, self.etcd):
+        for proc in (self.controller_manager, self.apiserver, self.etcd):
             if proc is not None:
                 proc.stop(timeout=15)
         if remove_data:
@@ -153,12 +162,34 @@ class ControlPlane:
         self.apiserver.signal(signal.SIGCONT)
 
     def rss_bytes(self) -> dict[str, int]:
-        """Resident memory of etcd and kube-apiserver, from /proc."""
-        result = {}
-        for proc in (self.etcd, self.apiserver):
-            if proc is not None and proc.running:
-                result[proc.name] = _rss(proc.pid)
-        return result
+        """Resident memory of each component, from /proc."""
+        return {p.name: _rss(p.pid) for p in self.processes if p.running}
+
+    # ------------------------------------------------------------------ kube-controller-manager
+
+    CONTROLLERS = (
+        "namespace-controller",
+        "garbage-collector-controller",
+        "serviceaccount-controller",
+        "clusterrole-aggregation-controller",
+    )
+
+    def _start_controller_manager(self) -> None:
+        self.controller_manager = Process(
+            "kube-controller-manager",
+            [
+                str(self._binaries[2]),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--controllers={','.join(self.CONTROLLERS)}",
+                "--leader-elect=false",
+                "--secure-port=0",  # serves nothing: no one scrapes it here
+                "--use-service-account-credentials=false",
+                f"--root-ca-file={self.ca_file}",
+                "--v=1",
+            ],
+            self.workdir / "kube-controller-manager.log",
+            self.env,
+        )
 
     # ------------------------------------------------------------------ etcd
 
@@ -481,9 +512,9 @@ def main(args: argparse.Namespace) -> int:
                     f"kubectl --kubeconfig {kubeconfig} get namespaces"
                 )
                 _say("running until SIGTERM, SIGINT or SIGHUP")
-                while plane.etcd and plane.etcd.running and plane.apiserver.running:  # type: ignore[union-attr]
+                while all(p.running for p in plane.processes):
                     time.sleep(0.5)
-                ended = [p.name for p in (plane.etcd, plane.apiserver) if p and not p.running]
+                ended = [p.name for p in plane.processes if not p.running]
                 _say(f"{', '.join(ended)} exited; stopping")
                 return 1
             finally:

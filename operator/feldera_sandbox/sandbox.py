@@ -92,8 +92,7 @@ class Sandbox:
     @property
     def processes(self) -> list[Process]:
         """Every process this sandbox started, the control plane's included."""
-        plane = [p for p in (self.plane.etcd, self.plane.apiserver) if p] if self.plane else []
-        return plane + self.own_processes
+        return (self.plane.processes if self.plane else []) + self.own_processes
 
     # ---------------------------------------------------------------- processes
 

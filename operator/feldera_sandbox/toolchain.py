@@ -1,4 +1,5 @@
-"""kube-apiserver, etcd and helm, built from their pinned Go modules once per machine.
+"""kube-apiserver, kube-controller-manager, etcd and helm, built from their pinned Go modules
+once per machine.
 
 Nothing can be downloaded as a release binary where this project is built and tested, but the Go
 module proxy is reachable: `tools/<module>/` pins each program (see tools/README.md), and this
@@ -8,7 +9,8 @@ a demo beside the tests) wait for each other on a lock instead of building twice
 
 Cache: `$FELDERA_SANDBOX_CACHE`, else `$XDG_CACHE_HOME/feldera-operator`, else
 `~/.cache/feldera-operator`; binaries in its `bin/`. Measured on 2 cores: a first build of all
-three takes about 10 minutes (kube-apiserver ~7, helm ~2, etcd under 1) plus the module download.
+four takes about 12 minutes (kube-apiserver ~7, kube-controller-manager ~2 more from the same
+build cache, helm ~2, etcd under 1) plus the module download.
 """
 
 from __future__ import annotations
@@ -72,6 +74,15 @@ TOOLS: dict[str, Tool] = {
             "k8s.io/kubernetes/cmd/kube-apiserver",
             _K8S_STAMP,
             7,
+        ),
+        Tool(
+            "kube-controller-manager",
+            "k8s.io/kubernetes",
+            _K8S,
+            "kube",
+            "k8s.io/kubernetes/cmd/kube-controller-manager",
+            _K8S_STAMP,
+            2,
         ),
         Tool(
             "etcd",
