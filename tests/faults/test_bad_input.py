@@ -71,7 +71,7 @@ BAD_SPECS: list[tuple[str, dict[str, Any], list[str]]] = [
         {"inputs": [{**GOOD_INPUT, "state": "Running"}]},
         ['unknown field "spec.inputs[0].state"'],
     ),
-    ("unknown deletion policy", {"deletionPolicy": "Delete"}, ["spec.deletionPolicy"]),
+    ("unknown deletion policy", {"deletionPolicy": "Destroy"}, ["spec.deletionPolicy"]),
 ]
 
 
