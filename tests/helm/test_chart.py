@@ -3,7 +3,6 @@ flags `feldera-operator run` really has."""
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from typing import Any
@@ -15,7 +14,18 @@ import yaml
 from feldera_operator import runner
 from feldera_sandbox import helm
 
-from .conftest import CHART_DIR, NAMESPACE, RELEASE, ROOT, VALUE_SETS, find, one, render
+from .conftest import (
+    CHART_DIR,
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    VALUE_SETS,
+    container,
+    find,
+    one,
+    operator_args,
+    render,
+)
 
 KUBERNETES_VERSION = "1.33"
 
@@ -81,26 +91,6 @@ def test_namespaced_objects_land_in_the_release_namespace_or_a_watched_one(
 
 
 # ----------------------------------------------------------------------- the operator's flags
-
-
-def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    (c,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return c
-
-
-def operator_args(values: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> argparse.Namespace:
-    """Parse the rendered command line with `feldera-operator run`'s own parser, in the
-    rendered environment: a flag the operator does not have fails here."""
-    c = container(render(values))
-    assert c["command"] == ["feldera-operator", "run"]
-    for var in c.get("env", []):
-        if "value" in var:
-            monkeypatch.setenv(var["name"], var["value"])
-        else:
-            monkeypatch.setenv(var["name"], "fo-feldera-operator-abc12-xyz34")
-    parser = argparse.ArgumentParser()
-    runner.add_arguments(parser)
-    return parser.parse_args(c["args"])
 
 
 def test_default_values_run_cluster_wide_with_json_logs_and_metrics(
@@ -213,7 +203,7 @@ def test_restricted_pod_security(value_set: tuple[str, dict[str, Any]]) -> None:
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     assert {v["name"]: v for v in pod["volumes"]}["tmp"]["emptyDir"]
-    for probe in ("livenessProbe", "readinessProbe"):
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
     assert c["resources"]["requests"] and c["resources"]["limits"]
@@ -240,6 +230,18 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "scrape interval": {"metrics": {"serviceMonitor": {"interval": "often"}}},
     "short lease": {"leaderElection": {"leaseDuration": 1}},
     "pull policy": {"image": {"pullPolicy": "Sometimes"}},
+    "digest without algorithm": {"image": {"digest": "ab" * 32}},
+    "unknown probe": {"probes": {"startupp": {"periodSeconds": 1}}},
+    "unknown probe field": {"probes": {"liveness": {"httpGet": {"path": "/"}}}},
+    "zero probe period": {"probes": {"readiness": {"periodSeconds": 0}}},
+    "liveness success threshold": {"probes": {"liveness": {"successThreshold": 2}}},
+    "extra args as a string": {"extraArgs": "--verbose"},
+    "extra arg not a flag": {"extraArgs": ["verbose"]},
+    "env var without a name": {"extraEnv": [{"value": "x"}]},
+    "volume mount without a path": {"extraVolumeMounts": [{"name": "x"}]},
+    "spread constraint without a key": {
+        "topologySpreadConstraints": [{"maxSkew": 1, "whenUnsatisfiable": "ScheduleAnyway"}]
+    },
 }
 
 
@@ -255,16 +257,32 @@ def test_schema_accepts_every_value_set_and_the_defaults(
     assert render(value_set[1])
 
 
+# Values shaped by Kubernetes, not by the chart: open objects, typed as arrays of objects (with
+# the fields the chart itself relies on required), validated by the API server.
+KUBERNETES_SHAPED = {
+    "values.extraEnv[]",
+    "values.extraVolumes[]",
+    "values.extraVolumeMounts[]",
+}
+
+
 def test_schema_is_strict_everywhere_the_chart_owns_the_shape() -> None:
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    open_objects: set[str] = set()
 
     def walk(node: dict[str, Any], path: str) -> None:
         if node.get("type") == "object" and "properties" in node:
-            assert node.get("additionalProperties") is False, path
+            if path in KUBERNETES_SHAPED:
+                open_objects.add(path)
+            else:
+                assert node.get("additionalProperties") is False, path
             for key, child in node["properties"].items():
                 walk(child, f"{path}.{key}")
+        if node.get("type") == "array" and isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[]")
 
     walk(schema, "values")
+    assert open_objects == KUBERNETES_SHAPED
     values_keys = set(yaml.safe_load((CHART_DIR / "values.yaml").read_text()))
     assert values_keys <= set(schema["properties"]), values_keys - set(schema["properties"])
 

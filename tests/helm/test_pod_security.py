@@ -12,7 +12,7 @@ import pytest
 
 from feldera_sandbox.sandbox import Sandbox
 
-from .conftest import one, render
+from .conftest import PRIORITY_CLASS, one, render
 
 NAMESPACE = "restricted"
 
@@ -34,7 +34,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
                             "pod-security.kubernetes.io/enforce-version": "latest",
                         },
                     },
-                }
+                },
+                # The extensions value set's pods name it; Priority admission refuses unknown ones.
+                {
+                    "apiVersion": "scheduling.k8s.io/v1",
+                    "kind": "PriorityClass",
+                    "metadata": {"name": PRIORITY_CLASS},
+                    "value": 1000000,
+                },
             ]
         )
         yield sb

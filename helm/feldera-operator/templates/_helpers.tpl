@@ -31,6 +31,15 @@ app.kubernetes.io/part-of: feldera
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/* The operator's image: a digest, when given, pins it and wins over the tag. */}}
+{{- define "feldera-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
 {{- define "feldera-operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "feldera-operator.fullname" .) .Values.serviceAccount.name }}
