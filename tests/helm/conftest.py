@@ -30,6 +30,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     "ha": {"replicas": 3},
     "metrics-off": {"metrics": {"enabled": False}},
+    "podmonitor": {"metrics": {"podMonitor": {"enabled": True}}},
     # Every extension point at once: the Pod must still be admitted by Pod Security `restricted`.
     "extensions": {
         "image": {
@@ -81,6 +82,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     "monitoring": {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+        "monitoring": {
+            "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+            "grafanaDashboards": {"enabled": True, "labels": {"grafana_folder": "feldera"}},
+        },
         "networkPolicy": {
             "enabled": True,
             "metricsFrom": [

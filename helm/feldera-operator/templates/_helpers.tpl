@@ -90,3 +90,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   name: {{ include "feldera-operator.serviceAccountName" . }}
   namespace: {{ .Release.Namespace }}
 {{- end }}
+
+{{/* The `job` label of the operator's series, whichever monitor scrapes it: the alerts and the
+dashboard select on it. Namespaced, so two releases never share one. */}}
+{{- define "feldera-operator.job" -}}
+{{- printf "%s/%s" .Release.Namespace (include "feldera-operator.fullname" .) }}
+{{- end }}
+
+{{/* Scrape settings shared by the ServiceMonitor and the PodMonitor. */}}
+{{- define "feldera-operator.scrapeLabels" -}}
+# The operator's own `instance` and `namespace` labels name the Feldera instance and the
+# resource's namespace; honoured, they keep those names instead of becoming exported_instance
+# and exported_namespace (the target's own labels stay on every series that lacks them).
+honorLabels: true
+relabelings:
+  - targetLabel: job
+    replacement: {{ include "feldera-operator.job" . }}
+{{- end }}
