@@ -41,3 +41,18 @@ def metric_names(expr: str) -> set[str]:
             continue  # a function, or a keyword
         names.add(name)
     return names
+
+
+_LABEL_LISTS = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
+_MATCHER_LABELS = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
+
+
+def label_names(expr: str) -> set[str]:
+    """Every label name `expr` matches on or groups by."""
+    text = _STRINGS.sub('""', expr)
+    names = set()
+    for group in _LABEL_LISTS.findall(text):
+        names |= {n.strip() for n in group.split(",") if n.strip()}
+    for matchers in _MATCHERS.findall(text):
+        names |= set(_MATCHER_LABELS.findall(matchers))
+    return names

@@ -251,5 +251,9 @@ def test_slow_reconcile_threshold_is_a_value() -> None:
     assert "above 2.5s" in rule["annotations"]["description"]
 
 
+def rule_expressions() -> list[str]:
+    return [r["expr"] for r in alerts(rendered_rules()).values()]
+
+
 def rule_metrics() -> set[str]:
-    return set().union(*(metric_names(r["expr"]) for r in alerts(rendered_rules()).values()))
+    return set().union(*(metric_names(e) for e in rule_expressions()))
