@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,11 @@ import pytest
 
 from feldera_operator import runner
 from feldera_sandbox import helm
+from feldera_sandbox.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = helm.CHART_DIR
+FIXTURES = Path(__file__).parent / "fixtures"
 RELEASE = "fo"
 NAMESPACE = "feldera-system"
 # The extensions value set's priority class: the Pod Security test creates it.
@@ -137,3 +140,30 @@ def operator_args(values: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> ar
     parser = argparse.ArgumentParser()
     runner.add_arguments(parser)
     return parser.parse_args(c["args"])
+
+
+def user_roles(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ClusterRoles for people (aggregated into admin, edit, view), not the operator's."""
+    return [
+        o
+        for o in find(objects, "ClusterRole")
+        if any(
+            k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in o["metadata"]["labels"]
+        )
+    ]
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """One real control plane for the chart's tests that need an API server: the feldera.dev CRDs
+    applied as a cluster admin applies them (kubectl, outside any release), and stand-ins for the
+    Prometheus Operator's CRDs. Each test module works in namespaces of its own."""
+    sb = Sandbox(tmp_path_factory.mktemp("chart-cluster"))
+    try:
+        sb.start_kubernetes()
+        sb.install_crds()
+        sb.kubectl("apply", "-f", str(FIXTURES))
+        sb.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd", "--all")
+        yield sb
+    finally:
+        sb.stop()
