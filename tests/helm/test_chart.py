@@ -32,19 +32,32 @@ KUBERNETES_VERSION = "1.33"
 
 def test_chart_crds_are_the_top_level_crds_byte_for_byte() -> None:
     top = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
-    chart = {p.name: p.read_bytes() for p in (CHART_DIR / "crds").glob("*.yaml")}
+    chart = {p.name: p.read_bytes() for p in (CHART_DIR / "files" / "crds").glob("*.yaml")}
     assert top, "no CRDs at the top level"
-    assert chart == top, "helm/feldera-operator/crds/ differs from crds/: copy crds/*.yaml there"
+    assert chart == top, "helm/feldera-operator/files/crds/ differs from crds/: run `make crds`"
 
 
 def test_chart_metadata() -> None:
     metadata = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
     assert metadata["apiVersion"] == "v2"
     assert metadata["appVersion"] == "0.1.0"
-    shown = helm.helm("show", "crds", str(CHART_DIR)).stdout
-    names = {d["metadata"]["name"] for d in yaml.safe_load_all(shown) if d}
-    top = {d["metadata"]["name"] for p in (ROOT / "crds").glob("*.yaml") for d in _docs(p)}
-    assert names == top
+    # No crds/ directory: Helm would install it once and never upgrade it.
+    assert not (CHART_DIR / "crds").exists()
+    assert helm.helm("show", "crds", str(CHART_DIR)).stdout.strip() == ""
+
+
+def test_rendered_crds_are_the_generated_ones_with_the_release_labels() -> None:
+    rendered = {c["metadata"]["name"]: c for c in find(render({}), "CustomResourceDefinition")}
+    top = {d["metadata"]["name"]: d for p in (ROOT / "crds").glob("*.yaml") for d in _docs(p)}
+    assert set(rendered) == set(top)
+    for name, crd in rendered.items():
+        metadata = crd["metadata"]
+        assert metadata.pop("annotations") == {"helm.sh/resource-policy": "keep"}, name
+        assert metadata.pop("labels")["app.kubernetes.io/managed-by"] == "Helm"
+        assert crd == top[name], f"{name}: the rendered CRD differs from crds/"
+    unkept = find(render({"crds": {"keep": False}}), "CustomResourceDefinition")
+    assert unkept and all("annotations" not in c["metadata"] for c in unkept)
+    assert find(render({"crds": {"install": False}}), "CustomResourceDefinition") == []
 
 
 def _docs(path: Any) -> list[dict[str, Any]]:
@@ -84,7 +97,7 @@ def test_namespaced_objects_land_in_the_release_namespace_or_a_watched_one(
     _, values = value_set
     allowed = {NAMESPACE, *values.get("watchNamespaces", [])}
     for obj in render(values):
-        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"):
             assert "namespace" not in obj["metadata"]
         else:
             assert obj["metadata"]["namespace"] in allowed, obj["kind"]

@@ -124,7 +124,11 @@ def test_rbac_can_be_left_to_the_cluster_admin() -> None:
     assert find(objects, "ClusterRoleBinding") == find(objects, "RoleBinding") == []
     # The roles for people are a value of their own.
     assert len(user_roles(objects)) == 2
-    bare = {"rbac": {"create": False, "userRoles": False}, "serviceAccount": {"create": False}}
+    bare = {
+        "rbac": {"create": False, "userRoles": False},
+        "serviceAccount": {"create": False},
+        "crds": {"install": False},
+    }
     assert {o["kind"] for o in render(bare)} == {"Deployment", "Service"}
     pod = find(objects, "Deployment")[0]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "x"
