@@ -1,13 +1,17 @@
-"""Every metric the chart's dashboard and alerts read is one a running operator serves: the real
-operator, reconciling real resources on the real control plane, scraped at /metrics. Labelled
-series exist only once something happened, so the operator first converges a pipeline, corrects
-drift and meets a rejected API key."""
+"""What the chart ships, checked against a running operator: the real operator reconciling real
+resources on the real control plane. It first converges a pipeline, corrects drift and meets a
+rejected API key (labelled series exist only once something happened), then:
+
+- every metric and label the dashboard and the alerts read is served at /metrics;
+- Argo CD's health check reads the resources as the operator really writes them."""
 
 from __future__ import annotations
 
 import socket
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from e2e.conftest import E2E, pipeline_manifest, start_sandbox, unique
@@ -15,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from feldera_sandbox.sandbox import condition
 
+from .argocd import health
 from .promql import SYNTHETIC, label_names, metric_names
 from .test_monitoring import dashboard, dashboard_queries, rule_expressions
 
@@ -58,8 +63,14 @@ def unserved_labels(queries: list[str], metrics: dict[str, set[str]]) -> dict[st
     return out
 
 
+@dataclass
+class Live:
+    metrics: dict[str, set[str]]  # sample name -> label names
+    resources: dict[str, dict[str, Any]]  # what the operator wrote, by role
+
+
 @pytest.fixture(scope="module")
-def operator_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, set[str]]]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     port = free_port()
     sb = start_sandbox(
         tmp_path_factory.mktemp("metrics"), "--metrics-port", str(port), examples=False
@@ -113,37 +124,44 @@ def operator_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
             ),
             "drift corrections on /metrics",
         )
-        yield names
+        yield Live(names, {"converged": e2e.get(name), "rejected": e2e.get(wrong)})
     finally:
         sb.stop()
 
 
 def test_every_metric_the_dashboard_queries_is_served(
-    operator_metrics: dict[str, set[str]],
+    live: Live,
 ) -> None:
     queries = dashboard_queries(dashboard())
-    missing = set().union(*(metric_names(q) for q in queries)) - SYNTHETIC - set(operator_metrics)
+    missing = set().union(*(metric_names(q) for q in queries)) - SYNTHETIC - set(live.metrics)
     assert not missing, f"the dashboard queries metrics the operator does not serve: {missing}"
 
 
-def test_every_metric_the_alerts_read_is_served(operator_metrics: dict[str, set[str]]) -> None:
+def test_every_metric_the_alerts_read_is_served(live: Live) -> None:
     queries = rule_expressions()
-    missing = set().union(*(metric_names(q) for q in queries)) - SYNTHETIC - set(operator_metrics)
+    missing = set().union(*(metric_names(q) for q in queries)) - SYNTHETIC - set(live.metrics)
     assert not missing, f"the alerts read metrics the operator does not serve: {missing}"
 
 
 def test_every_label_the_dashboard_and_alerts_use_is_served(
-    operator_metrics: dict[str, set[str]],
+    live: Live,
 ) -> None:
-    unserved = unserved_labels(
-        dashboard_queries(dashboard()) + rule_expressions(), operator_metrics
-    )
+    unserved = unserved_labels(dashboard_queries(dashboard()) + rule_expressions(), live.metrics)
     assert not unserved, f"labels no metric of the query carries: {unserved}"
 
 
-def test_the_checks_can_fail(operator_metrics: dict[str, set[str]]) -> None:
+def test_the_checks_can_fail(live: Live) -> None:
     """A metric name with a typo, or a label a metric does not have, is found."""
-    assert "feldera_operator_reconciles_total" in operator_metrics
-    assert "feldera_operator_reconcile_total" not in operator_metrics
+    assert "feldera_operator_reconciles_total" in live.metrics
+    assert "feldera_operator_reconcile_total" not in live.metrics
     query = "sum by (kind, colour) (rate(feldera_operator_reconciles_total[5m]))"
-    assert unserved_labels([query], operator_metrics) == {query: {"colour"}}
+    assert unserved_labels([query], live.metrics) == {query: {"colour"}}
+
+
+def test_argo_cd_reads_what_the_operator_writes(live: Live) -> None:
+    converged = health(live.resources["converged"])
+    assert converged["status"] == "Healthy"
+    assert converged["message"].startswith("Converged: ")
+    rejected = health(live.resources["rejected"])
+    assert rejected["status"] == "Degraded"
+    assert rejected["message"].startswith("CredentialsRejected: ")
