@@ -31,10 +31,11 @@ lint: $(BIN)/feldera-operator
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-## Regenerate crds/ from the pydantic models, and the chart's copy (a test keeps them identical).
+## Regenerate crds/ from the pydantic models, and the chart's copy that templates/crds.yaml installs
+## (a test keeps them identical).
 crds: $(BIN)/feldera-operator
 	$(BIN)/feldera-operator crds --output crds
-	$(BIN)/feldera-operator crds --output helm/feldera-operator/crds
+	$(BIN)/feldera-operator crds --output helm/feldera-operator/files/crds
 
 clean:
 	rm -rf $(VENV)

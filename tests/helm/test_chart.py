@@ -3,7 +3,6 @@ flags `feldera-operator run` really has."""
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from typing import Any
@@ -15,26 +14,50 @@ import yaml
 from feldera_operator import runner
 from feldera_sandbox import helm
 
-from .conftest import CHART_DIR, NAMESPACE, RELEASE, ROOT, VALUE_SETS, find, one, render
+from .conftest import (
+    CHART_DIR,
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    VALUE_SETS,
+    container,
+    find,
+    one,
+    operator_args,
+    render,
+)
 
 KUBERNETES_VERSION = "1.33"
 
 
 def test_chart_crds_are_the_top_level_crds_byte_for_byte() -> None:
     top = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
-    chart = {p.name: p.read_bytes() for p in (CHART_DIR / "crds").glob("*.yaml")}
+    chart = {p.name: p.read_bytes() for p in (CHART_DIR / "files" / "crds").glob("*.yaml")}
     assert top, "no CRDs at the top level"
-    assert chart == top, "helm/feldera-operator/crds/ differs from crds/: copy crds/*.yaml there"
+    assert chart == top, "helm/feldera-operator/files/crds/ differs from crds/: run `make crds`"
 
 
 def test_chart_metadata() -> None:
     metadata = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
     assert metadata["apiVersion"] == "v2"
     assert metadata["appVersion"] == "0.1.0"
-    shown = helm.helm("show", "crds", str(CHART_DIR)).stdout
-    names = {d["metadata"]["name"] for d in yaml.safe_load_all(shown) if d}
-    top = {d["metadata"]["name"] for p in (ROOT / "crds").glob("*.yaml") for d in _docs(p)}
-    assert names == top
+    # No crds/ directory: Helm would install it once and never upgrade it.
+    assert not (CHART_DIR / "crds").exists()
+    assert helm.helm("show", "crds", str(CHART_DIR)).stdout.strip() == ""
+
+
+def test_rendered_crds_are_the_generated_ones_with_the_release_labels() -> None:
+    rendered = {c["metadata"]["name"]: c for c in find(render({}), "CustomResourceDefinition")}
+    top = {d["metadata"]["name"]: d for p in (ROOT / "crds").glob("*.yaml") for d in _docs(p)}
+    assert set(rendered) == set(top)
+    for name, crd in rendered.items():
+        metadata = crd["metadata"]
+        assert metadata.pop("annotations") == {"helm.sh/resource-policy": "keep"}, name
+        assert metadata.pop("labels")["app.kubernetes.io/managed-by"] == "Helm"
+        assert crd == top[name], f"{name}: the rendered CRD differs from crds/"
+    unkept = find(render({"crds": {"keep": False}}), "CustomResourceDefinition")
+    assert unkept and all("annotations" not in c["metadata"] for c in unkept)
+    assert find(render({"crds": {"install": False}}), "CustomResourceDefinition") == []
 
 
 def _docs(path: Any) -> list[dict[str, Any]]:
@@ -62,8 +85,8 @@ def test_every_object_validates_strictly(value_set: tuple[str, dict[str, Any]]) 
     _, values = value_set
     for obj in render(values):
         if obj["apiVersion"].startswith("monitoring.coreos.com/"):
-            # The Prometheus Operator's kind: kubernetes-validate has no schema for it.
-            assert obj["kind"] == "ServiceMonitor"
+            # The Prometheus Operator's kinds: kubernetes-validate has no schema for them.
+            assert obj["kind"] in ("ServiceMonitor", "PodMonitor", "PrometheusRule")
             continue
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
@@ -74,33 +97,13 @@ def test_namespaced_objects_land_in_the_release_namespace_or_a_watched_one(
     _, values = value_set
     allowed = {NAMESPACE, *values.get("watchNamespaces", [])}
     for obj in render(values):
-        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"):
             assert "namespace" not in obj["metadata"]
         else:
             assert obj["metadata"]["namespace"] in allowed, obj["kind"]
 
 
 # ----------------------------------------------------------------------- the operator's flags
-
-
-def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    (c,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return c
-
-
-def operator_args(values: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> argparse.Namespace:
-    """Parse the rendered command line with `feldera-operator run`'s own parser, in the
-    rendered environment: a flag the operator does not have fails here."""
-    c = container(render(values))
-    assert c["command"] == ["feldera-operator", "run"]
-    for var in c.get("env", []):
-        if "value" in var:
-            monkeypatch.setenv(var["name"], var["value"])
-        else:
-            monkeypatch.setenv(var["name"], "fo-feldera-operator-abc12-xyz34")
-    parser = argparse.ArgumentParser()
-    runner.add_arguments(parser)
-    return parser.parse_args(c["args"])
 
 
 def test_default_values_run_cluster_wide_with_json_logs_and_metrics(
@@ -213,7 +216,7 @@ def test_restricted_pod_security(value_set: tuple[str, dict[str, Any]]) -> None:
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     assert {v["name"]: v for v in pod["volumes"]}["tmp"]["emptyDir"]
-    for probe in ("livenessProbe", "readinessProbe"):
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
     assert c["resources"]["requests"] and c["resources"]["limits"]
@@ -240,6 +243,18 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "scrape interval": {"metrics": {"serviceMonitor": {"interval": "often"}}},
     "short lease": {"leaderElection": {"leaseDuration": 1}},
     "pull policy": {"image": {"pullPolicy": "Sometimes"}},
+    "digest without algorithm": {"image": {"digest": "ab" * 32}},
+    "unknown probe": {"probes": {"startupp": {"periodSeconds": 1}}},
+    "unknown probe field": {"probes": {"liveness": {"httpGet": {"path": "/"}}}},
+    "zero probe period": {"probes": {"readiness": {"periodSeconds": 0}}},
+    "liveness success threshold": {"probes": {"liveness": {"successThreshold": 2}}},
+    "extra args as a string": {"extraArgs": "--verbose"},
+    "extra arg not a flag": {"extraArgs": ["verbose"]},
+    "env var without a name": {"extraEnv": [{"value": "x"}]},
+    "volume mount without a path": {"extraVolumeMounts": [{"name": "x"}]},
+    "spread constraint without a key": {
+        "topologySpreadConstraints": [{"maxSkew": 1, "whenUnsatisfiable": "ScheduleAnyway"}]
+    },
 }
 
 
@@ -255,21 +270,50 @@ def test_schema_accepts_every_value_set_and_the_defaults(
     assert render(value_set[1])
 
 
+# Values shaped by Kubernetes, not by the chart: open objects, typed as arrays of objects (with
+# the fields the chart itself relies on required), validated by the API server.
+KUBERNETES_SHAPED = {
+    "values.extraEnv[]",
+    "values.extraVolumes[]",
+    "values.extraVolumeMounts[]",
+}
+
+
 def test_schema_is_strict_everywhere_the_chart_owns_the_shape() -> None:
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    open_objects: set[str] = set()
 
     def walk(node: dict[str, Any], path: str) -> None:
         if node.get("type") == "object" and "properties" in node:
-            assert node.get("additionalProperties") is False, path
+            if path in KUBERNETES_SHAPED:
+                open_objects.add(path)
+            else:
+                assert node.get("additionalProperties") is False, path
             for key, child in node["properties"].items():
                 walk(child, f"{path}.{key}")
+        if node.get("type") == "array" and isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[]")
 
     walk(schema, "values")
+    assert open_objects == KUBERNETES_SHAPED
     values_keys = set(yaml.safe_load((CHART_DIR / "values.yaml").read_text()))
     assert values_keys <= set(schema["properties"]), values_keys - set(schema["properties"])
 
 
 def test_values_file_is_documented_in_the_readme() -> None:
+    """Every value of values.yaml, down to the objects the chart owns, is in the README's table."""
     readme = (ROOT / "README.md").read_text()
-    for key in ("feldera.url", "feldera.apiKeySecret", "watchNamespaces", "replicas", "metrics"):
-        assert f"`{key}" in readme, key
+    table = readme.split("| value | default | meaning |", 1)[1].split("\n\n", 1)[0]
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())["properties"]
+    missing = []
+    for key, value in values.items():
+        if isinstance(value, dict) and "properties" in schema[key]:
+            names = [f"{key}.{sub}" for sub in value]
+        else:
+            names = [key]
+        for name in names:
+            leaf = name.rsplit(".", 1)[-1]
+            if f"`{name}" not in table and f", `.{leaf}`" not in table:
+                missing.append(name)
+    assert not missing, f"values missing from the README's values table: {missing}"

@@ -5,41 +5,43 @@ in a namespace labelled `pod-security.kubernetes.io/enforce=restricted`."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from feldera_sandbox.sandbox import Sandbox
 
-from .conftest import one, render
+from .conftest import PRIORITY_CLASS, one, render
 
 NAMESPACE = "restricted"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    sb = Sandbox(tmp_path_factory.mktemp("pod-security"))
-    try:
-        sb.start_kubernetes()
-        sb.apply(
-            [
-                {
-                    "apiVersion": "v1",
-                    "kind": "Namespace",
-                    "metadata": {
-                        "name": NAMESPACE,
-                        "labels": {
-                            "pod-security.kubernetes.io/enforce": "restricted",
-                            "pod-security.kubernetes.io/enforce-version": "latest",
-                        },
+def restricted(cluster: Sandbox) -> Sandbox:
+    """The shared control plane with a namespace that enforces Pod Security `restricted`."""
+    cluster.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": NAMESPACE,
+                    "labels": {
+                        "pod-security.kubernetes.io/enforce": "restricted",
+                        "pod-security.kubernetes.io/enforce-version": "latest",
                     },
-                }
-            ]
-        )
-        yield sb
-    finally:
-        sb.stop()
+                },
+            },
+            # The extensions value set's pods name it; Priority admission refuses unknown ones.
+            {
+                "apiVersion": "scheduling.k8s.io/v1",
+                "kind": "PriorityClass",
+                "metadata": {"name": PRIORITY_CLASS},
+                "value": 1000000,
+            },
+        ]
+    )
+    return cluster
 
 
 def pod_from(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -60,19 +62,19 @@ def dry_run(sb: Sandbox, pod: dict[str, Any]) -> tuple[int, str]:
 
 
 def test_the_operator_pod_is_admitted_by_restricted_pod_security(
-    cluster: Sandbox, value_set: tuple[str, dict[str, Any]]
+    restricted: Sandbox, value_set: tuple[str, dict[str, Any]]
 ) -> None:
     _, values = value_set
     pod = pod_from(one(render(values, namespace=NAMESPACE), "Deployment"))
-    code, output = dry_run(cluster, pod)
+    code, output = dry_run(restricted, pod)
     assert code == 0, output
     assert "created (server dry run)" in output
 
 
-def test_the_check_can_fail_a_privileged_pod_is_refused(cluster: Sandbox) -> None:
+def test_the_check_can_fail_a_privileged_pod_is_refused(restricted: Sandbox) -> None:
     pod = pod_from(one(render({}, namespace=NAMESPACE), "Deployment"))
     pod["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
-    code, output = dry_run(cluster, pod)
+    code, output = dry_run(restricted, pod)
     assert code != 0
     assert 'violates PodSecurity "restricted:latest"' in output
     assert "allowPrivilegeEscalation != false" in output

@@ -9,7 +9,7 @@ import pytest
 from feldera_operator import runner
 from feldera_operator.permissions import CLUSTER, required
 
-from .conftest import NAMESPACE, RELEASE, VALUE_SETS, find, render
+from .conftest import NAMESPACE, RELEASE, VALUE_SETS, find, render, user_roles
 from .test_chart import operator_args
 
 FULLNAME = f"{RELEASE}-feldera-operator"
@@ -50,7 +50,11 @@ def named_grants(role: dict[str, Any]) -> dict[tuple[str, str, str], set[str]]:
 
 
 def roles(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return find(objects, "Role") + find(objects, "ClusterRole")
+    """The operator's own Roles and ClusterRoles (test_user_roles.py checks those for people)."""
+    people = {r["metadata"]["name"] for r in user_roles(objects)}
+    return find(objects, "Role") + [
+        r for r in find(objects, "ClusterRole") if r["metadata"]["name"] not in people
+    ]
 
 
 def test_no_wildcards_and_no_secret_list_or_watch(value_set: tuple[str, dict[str, Any]]) -> None:
@@ -99,7 +103,7 @@ def test_listed_namespaces_a_role_in_each_and_only_cluster_scoped_reads_cluster_
     release_role = by_namespace[NAMESPACE]
     assert grants(release_role) == {}
     assert named_grants(release_role) == {("", "secrets", "feldera-api-key"): {"get"}}
-    (cluster_role,) = find(objects, "ClusterRole")
+    (cluster_role,) = [r for r in roles(objects) if r["kind"] == "ClusterRole"]
     assert grants(cluster_role) == CRDS | NAMESPACES
 
 
@@ -122,7 +126,16 @@ def test_lease_rights_only_with_leader_election_and_only_in_the_release_namespac
 
 def test_rbac_can_be_left_to_the_cluster_admin() -> None:
     objects = render({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "x"}})
-    assert {o["kind"] for o in objects} == {"Deployment", "Service"}
+    assert roles(objects) == []
+    assert find(objects, "ClusterRoleBinding") == find(objects, "RoleBinding") == []
+    # The roles for people are a value of their own.
+    assert len(user_roles(objects)) == 2
+    bare = {
+        "rbac": {"create": False, "userRoles": False},
+        "serviceAccount": {"create": False},
+        "crds": {"install": False},
+    }
+    assert {o["kind"] for o in render(bare)} == {"Deployment", "Service"}
     pod = find(objects, "Deployment")[0]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "x"
 

@@ -31,6 +31,15 @@ app.kubernetes.io/part-of: feldera
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/* The operator's image: a digest, when given, pins it and wins over the tag. */}}
+{{- define "feldera-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
 {{- define "feldera-operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "feldera-operator.fullname" .) .Values.serviceAccount.name }}
@@ -80,4 +89,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - kind: ServiceAccount
   name: {{ include "feldera-operator.serviceAccountName" . }}
   namespace: {{ .Release.Namespace }}
+{{- end }}
+
+{{/* The `job` label of the operator's series, whichever monitor scrapes it: the alerts and the
+dashboard select on it. Namespaced, so two releases never share one. */}}
+{{- define "feldera-operator.job" -}}
+{{- printf "%s/%s" .Release.Namespace (include "feldera-operator.fullname" .) }}
+{{- end }}
+
+{{/* Scrape settings shared by the ServiceMonitor and the PodMonitor. */}}
+{{- define "feldera-operator.scrapeLabels" -}}
+# The operator's own `instance` and `namespace` labels name the Feldera instance and the
+# resource's namespace; honoured, they keep those names instead of becoming exported_instance
+# and exported_namespace (the target's own labels stay on every series that lacks them).
+honorLabels: true
+relabelings:
+  - targetLabel: job
+    replacement: {{ include "feldera-operator.job" . }}
 {{- end }}
