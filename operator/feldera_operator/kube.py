@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -40,6 +40,24 @@ class KubeError(Exception):
 
 class SecretMissing(KubeError):
     """The Secret, or the key in it, does not exist."""
+
+
+class KubeClient(Protocol):
+    """The operator's own Kubernetes calls (`KubeApi`; a fake in the reconciler's unit tests)."""
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def patch_object(
+        self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str: ...
+
+    async def post_event(
+        self, involved: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
+    ) -> None: ...
 
 
 def load_api_client() -> kubernetes.client.ApiClient:

@@ -1,0 +1,226 @@
+"""An instance's connection: where its Feldera API is (the default instance's flags or a
+FelderaInstance's spec), the API key and CA read from Secrets, and the Feldera client built from
+them, rebuilt when any of them changes."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pydantic
+
+from feldera_operator import decision as d
+from feldera_operator import metrics
+from feldera_operator.config import OperatorConfig
+from feldera_operator.feldera_client import (
+    ConnectorAction,
+    FelderaClient,
+    FelderaConfig,
+    InitialState,
+    Pipeline,
+    PipelineStats,
+    Selector,
+)
+from feldera_operator.kube import KubeClient, KubeError, SecretMissing
+from feldera_operator.models import FelderaInstanceSpec
+from feldera_operator.records import DEFAULT_INSTANCE, ObjKey
+
+log = logging.getLogger(__name__)
+
+
+class FelderaApi(Protocol):
+    """What the reconciler asks of a Feldera client (`FelderaClient` in the operator, a fake in
+    the reconciler's unit tests)."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    async def config(self) -> FelderaConfig: ...
+    async def list_pipelines(self, selector: Selector = "status") -> list[Pipeline]: ...
+    async def get_pipeline(self, name: str, selector: Selector = "status") -> Pipeline: ...
+    async def stats(self, name: str) -> PipelineStats: ...
+    async def start(self, name: str, initial: InitialState) -> None: ...
+    async def pause(self, name: str) -> None: ...
+    async def resume(self, name: str) -> None: ...
+    async def stop(self, name: str, force: bool = True) -> None: ...
+    async def dismiss_error(self, name: str) -> None: ...
+    async def input_connector_action(
+        self, pipeline: str, table: str, connector: str, action: ConnectorAction
+    ) -> None: ...
+    async def output_connector_action(
+        self, pipeline: str, view: str, connector: str, action: ConnectorAction
+    ) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Everything a client is built from. `repr` never shows the key or the CA."""
+
+    url: str
+    api_key: str | None
+    tenant: str | None
+    ca_pem: str | None
+    timeout: float
+    instance: str  # the metrics label: `<namespace>/<name>` or `default`
+
+    def __repr__(self) -> str:
+        return f"ClientSettings(url={self.url!r}, tenant={self.tenant!r})"
+
+    def fingerprint(self) -> str:
+        parts = [self.url, self.api_key or "", self.tenant or "", self.ca_pem or ""]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+ClientFactory = Callable[[ClientSettings], FelderaApi]
+
+
+def feldera_client(settings: ClientSettings) -> FelderaApi:
+    """The operator's real client factory. Raises ValueError (never quoting the key or the CA)
+    for settings it cannot use."""
+    return FelderaClient(
+        settings.url,
+        api_key=settings.api_key,
+        tenant=settings.tenant,
+        ca_pem=settings.ca_pem,
+        timeout=settings.timeout,
+        on_response=metrics.observe_feldera,
+    )
+
+
+class Unobservable(Exception):
+    """An instance cannot be talked to: no such instance, no readable Secret, unusable settings."""
+
+    def __init__(self, problem: d.Problem, *, transient: bool = False) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+        self.transient = transient  # the API server failed to answer; asking again will do
+
+
+class InstanceConnection:
+    """The Feldera client of one instance, rebuilt when its URL, key, CA or tenant changed."""
+
+    def __init__(
+        self,
+        key: ObjKey,
+        label: str,
+        *,
+        config: OperatorConfig,
+        kube: KubeClient,
+        instance_body: Callable[[], Mapping[str, Any] | None],
+        client_factory: ClientFactory,
+    ) -> None:
+        self.key = key
+        self.label = label
+        self._config = config
+        self._kube = kube
+        self._instance_body = instance_body
+        self._factory = client_factory
+        self._client: FelderaApi | None = None
+        self._fingerprint = ""
+        # Whether the current client has just been built (the server's identity is read anew).
+        self.fresh = False
+
+    @property
+    def current(self) -> FelderaApi | None:
+        return self._client
+
+    def invalidate(self) -> None:
+        """Re-read the settings and the Secret before the next call."""
+        self._fingerprint = ""
+
+    async def client(self) -> FelderaApi:
+        try:
+            settings = await self._settings()
+        except Unobservable as e:
+            if e.transient and self._client is not None:
+                return self._client  # the Secret could not be read just now: keep the last key
+            raise
+        fingerprint = settings.fingerprint()
+        if self._client is None or fingerprint != self._fingerprint:
+            if self._client is not None:
+                await self._client.close()
+            try:
+                self._client = self._factory(settings)
+            except ValueError as e:  # its messages never repeat the key or the CA
+                raise Unobservable(d.Problem(d.INVALID_SPEC, f"{self.label}: {e}")) from None
+            self._fingerprint = fingerprint
+            self.fresh = True
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def _settings(self) -> ClientSettings:
+        url, api_key, tenant, ca = await self._instance_settings()
+        return ClientSettings(
+            url=url,
+            api_key=api_key,
+            tenant=tenant,
+            ca_pem=ca,
+            timeout=self._config.request_timeout,
+            instance="default" if self.key == DEFAULT_INSTANCE else "/".join(self.key),
+        )
+
+    async def _instance_settings(self) -> tuple[str, str | None, str | None, str | None]:
+        key = self.key
+        if key == DEFAULT_INSTANCE:
+            if not self._config.default_url:
+                raise Unobservable(
+                    d.Problem(
+                        d.INSTANCE_NOT_FOUND,
+                        "spec.instanceRef is not set and the operator has no default instance "
+                        "(--default-url / FELDERA_URL)",
+                    )
+                )
+            api_key = None
+            ref = self._config.default_api_key
+            if ref is not None:
+                api_key = await self._secret(ref.namespace, ref.name, ref.key)
+            return self._config.default_url, api_key, self._config.default_tenant, None
+        body = self._instance_body()
+        if body is None:
+            raise Unobservable(
+                d.Problem(
+                    d.INSTANCE_NOT_FOUND,
+                    f"FelderaInstance {key[1]!r} not found in namespace {key[0]!r}",
+                )
+            )
+        try:
+            spec = FelderaInstanceSpec.model_validate(body.get("spec") or {})
+        except pydantic.ValidationError as e:
+            raise Unobservable(
+                d.Problem(d.INVALID_SPEC, f"FelderaInstance {key[1]}: {validation_message(e)}")
+            ) from None
+        api_key = ca = None
+        if spec.apiKeySecretRef is not None:
+            api_key = await self._secret(
+                key[0], spec.apiKeySecretRef.name, spec.apiKeySecretRef.key
+            )
+        if spec.caSecretRef is not None:
+            ca = await self._secret(key[0], spec.caSecretRef.name, spec.caSecretRef.key)
+        return spec.url, api_key, spec.tenant, ca
+
+    async def _secret(self, namespace: str, name: str, key: str) -> str:
+        try:
+            return await self._kube.read_secret_key(namespace, name, key)
+        except SecretMissing as e:
+            raise Unobservable(d.Problem(d.SECRET_NOT_FOUND, str(e))) from None
+        except KubeError as e:
+            raise Unobservable(
+                d.Problem(d.SECRET_NOT_FOUND, f"cannot read Secret {namespace}/{name}: {e}"),
+                transient=e.status is not None and (e.status >= 500 or e.status == 429),
+            ) from None
+
+
+def validation_message(error: pydantic.ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item.get("loc", ()))
+        parts.append(f"spec.{where}: {item.get('msg')}" if where else str(item.get("msg")))
+    return "; ".join(parts)

@@ -1,0 +1,297 @@
+"""The reconcile of one FelderaPipeline: observe its pipeline, decide, issue the actions, write the
+status, and come back soon while Feldera follows an action.
+
+Two callers: a spec change reconciles one resource at once (`reconcile_now`: one `GET` of its
+pipeline and its `/stats`); the instance's loop reconciles every resource from one listing
+(`reconcile_from`). A resource reconciled by the first after the listing was taken is skipped by
+the second: the listing is older than what that reconcile saw. Each resource has a lock, so the
+two never act on one resource at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from feldera_operator import decision as d
+from feldera_operator import metrics
+from feldera_operator.events import action_reason
+from feldera_operator.feldera_client import FelderaError, FelderaNotDeployed
+from feldera_operator.instance_connection import FelderaApi, Unobservable
+from feldera_operator.models import FelderaPipeline
+from feldera_operator.observation import observed_pipeline, problem_from_error
+from feldera_operator.records import FOLLOWUP_FIRST, ObjKey, PipelineRecord
+from feldera_operator.status_writer import Written, now_iso
+
+if TYPE_CHECKING:
+    from feldera_operator.reconciler import Reconciler
+
+log = logging.getLogger(__name__)
+
+
+class PipelineReconciler:
+    def __init__(self, hub: Reconciler) -> None:
+        self._hub = hub
+
+    # ------------------------------------------------------------------ entry points
+
+    async def reconcile_now(self, key: ObjKey) -> None:
+        """Observe and reconcile one resource immediately (spec change, or a follow-up)."""
+        hub = self._hub
+        record = hub.pipelines.get(key)
+        if record is None or not hub.leading.is_set():
+            return
+        if record.spec is None:
+            await self.apply_invalid(record)
+            return
+        client: FelderaApi | None = None
+        observation: d.Observation
+        try:
+            client = await hub.connection(record.instance).client()
+            observation = await self.observe(record, client)
+        except Unobservable as e:
+            observation = e.problem
+        await self.apply(record, observation, client, None)
+
+    async def reconcile_from(
+        self,
+        record: PipelineRecord,
+        pipeline: Mapping[str, Any] | None,
+        client: FelderaApi,
+        snapshot: float,
+    ) -> None:
+        """Reconcile from the instance's listing taken at `snapshot` (its entry, or None)."""
+        if record.last_reconciled > snapshot:
+            return
+        if record.spec is None:
+            await self.apply_invalid(record)
+            return
+        observation: d.Observation
+        if pipeline is None:
+            observation = not_found(record)
+        else:
+            observation = await self.with_stats(client, record.pipeline_name, pipeline)
+        await self.apply(record, observation, client, snapshot)
+
+    # ------------------------------------------------------------------ observing
+
+    async def observe(self, record: PipelineRecord, client: FelderaApi) -> d.Observation:
+        """One pipeline's status and stats, or the problem that kept them from being read."""
+        try:
+            pipeline = await client.get_pipeline(record.pipeline_name, "status")
+            return await self.with_stats(client, record.pipeline_name, pipeline)
+        except FelderaError as e:
+            label = self._hub.instance_state(record.instance).label
+            problem = problem_from_error(e, instance=label)
+            return not_found(record) if problem.reason == d.PIPELINE_NOT_FOUND else problem
+
+    async def with_stats(
+        self, client: FelderaApi, name: str, pipeline: Mapping[str, Any]
+    ) -> d.ObservedPipeline:
+        if pipeline.get("deployment_status") not in d.DEPLOYED:
+            return observed_pipeline(pipeline)
+        try:
+            async with self._hub.semaphore:
+                stats = await client.stats(name)
+        except FelderaNotDeployed:
+            return observed_pipeline(pipeline)  # it left Running/Paused since the list call
+        except FelderaError as e:
+            return observed_pipeline(
+                pipeline, stats_problem=problem_from_error(e, instance=client.base_url)
+            )
+        return observed_pipeline(pipeline, dict(stats))
+
+    # ------------------------------------------------------------------ deciding and acting
+
+    async def apply(
+        self,
+        record: PipelineRecord,
+        observation: d.Observation,
+        client: FelderaApi | None,
+        snapshot: float | None,
+    ) -> None:
+        hub = self._hub
+        async with record.lock:
+            if hub.pipelines.get(record.key) is not record or record.spec is None:
+                return
+            if snapshot is not None and record.last_reconciled > snapshot:
+                return
+            started = time.monotonic()
+            decision = d.decide(
+                record.spec,
+                generation=record.generation,
+                pipeline_name=record.pipeline_name,
+                observed=observation,
+                previous_status=record.status,
+                now=now_iso(),
+            )
+            status = decision.status
+            drift = d.is_drift(
+                decision, ready_generation=record.ready_generation, generation=record.generation
+            )
+            failure: d.Problem | None = None
+            if decision.actions and client is not None:
+                failure = await self.issue(record, client, decision.actions, drift)
+                if failure is None and applied_at_once(decision.actions):
+                    # Feldera sets connector flags before answering: look once more now, so a
+                    # flip costs one status write (Ready) instead of a pending one and a follow-up.
+                    confirmed = d.decide(
+                        record.spec,
+                        generation=record.generation,
+                        pipeline_name=record.pipeline_name,
+                        observed=await self.observe(record, client),
+                        previous_status=record.status,
+                        now=now_iso(),
+                    )
+                    if not confirmed.actions:
+                        decision, status = confirmed, confirmed.status
+            if failure is not None:
+                status = d.with_problem(
+                    status, failure, generation=record.generation, now=now_iso()
+                )
+            record.last_reconciled = time.monotonic()
+            record.reconciled_generation = record.generation
+            if decision.ready and failure is None:
+                record.ready_generation = record.generation
+            await self.write(record, status, (decision.ready_reason, decision.ready_message))
+            if decision.in_progress or failure is not None:
+                self.schedule_followup(record)
+            else:
+                record.followup_delay = FOLLOWUP_FIRST
+            metrics.RECONCILES.labels(
+                kind=FelderaPipeline.KIND, result=result_label(decision, failure)
+            ).inc()
+            metrics.RECONCILE_SECONDS.labels(kind=FelderaPipeline.KIND).observe(
+                time.monotonic() - started
+            )
+
+    async def apply_invalid(self, record: PipelineRecord) -> None:
+        async with record.lock:
+            status = d.invalid_spec_status(
+                record.spec_error or "invalid spec",
+                generation=record.generation,
+                previous_status=record.status,
+                now=now_iso(),
+            )
+            record.last_reconciled = time.monotonic()
+            record.reconciled_generation = record.generation
+            if d.status_changed(record.status, status):
+                await self._hub.events.post(
+                    record.ref, reason=d.INVALID_SPEC, message=record.spec_error or "", warning=True
+                )
+            await self.write(record, status, None)
+
+    async def write(
+        self, record: PipelineRecord, status: dict[str, Any], ready: tuple[str, str] | None
+    ) -> None:
+        written = await self._hub.status.write_pipeline(record, status, ready=ready)
+        if written is Written.FAILED:
+            self.schedule_followup(record)
+
+    async def issue(
+        self,
+        record: PipelineRecord,
+        client: FelderaApi,
+        actions: Iterable[d.Action],
+        drift: bool,
+    ) -> d.Problem | None:
+        """Issue actions in order; stop at the first failure and return it as a Problem."""
+        hub = self._hub
+        name = record.pipeline_name
+        for action in actions:
+            try:
+                async with hub.semaphore:
+                    await call_action(client, name, action)
+            except FelderaNotDeployed:
+                # It left Running/Paused since it was observed: the follow-up will see it.
+                log.info("%s: %s deferred: pipeline not deployed", record.label, action.describe())
+                continue
+            except FelderaError as e:
+                problem = problem_from_error(e, instance=client.base_url)
+                log.warning("%s: %s failed: %s", record.label, action.describe(), problem.message)
+                # Retried every period while it lasts (a read-only key, Feldera down): one Event
+                # says so; one per retry would be a storm of Events on every such resource.
+                failure = f"{action.describe()}: {problem.reason}"
+                if failure != record.failure_reported:
+                    record.failure_reported = failure
+                    await hub.events.post(
+                        record.ref,
+                        reason="ActionFailed",
+                        message=f"{action.describe()}: {problem.message}",
+                        warning=True,
+                    )
+                return problem
+            reason = "DriftCorrected" if drift else action_reason(action)
+            metrics.ACTIONS.labels(action=action_reason(action)).inc()
+            if drift:
+                target = "pipeline" if isinstance(action, d.PipelineAction) else "connector"
+                metrics.DRIFT_CORRECTIONS.labels(target=target).inc()
+            message = action.describe()
+            if drift:
+                message = f"Feldera no longer matched the spec; {message}"
+            log.info("%s: %s", record.label, message)
+            # Posted aside: the next action (or the status) need not wait on the Kubernetes API.
+            hub.events.post_aside(record.ref, reason=reason, message=message)
+        record.failure_reported = None
+        return None
+
+    # ------------------------------------------------------------------ follow-ups
+
+    def schedule_followup(self, record: PipelineRecord) -> None:
+        hub = self._hub
+        if record.followup is not None or hub.closing:
+            return
+        delay = record.followup_delay
+        record.followup_delay = min(delay * 2, hub.config.period)
+
+        def fire() -> None:
+            record.followup = None
+            if record.deleting is not None:
+                # A stop on deletion that failed: retry it. A reconcile would not, and no watch
+                # event may come to retry it either: the resource would stay Terminating.
+                hub.spawn(hub.deletion.finalize(record, record.deleting))
+            else:
+                hub.spawn(self.reconcile_now(record.key))
+
+        record.followup = asyncio.get_running_loop().call_later(delay, fire)
+
+
+async def call_action(client: FelderaApi, name: str, action: d.Action) -> None:
+    if isinstance(action, d.PipelineAction):
+        if action.verb == "start":
+            await client.start(name, action.initial or "running")
+        elif action.verb == "pause":
+            await client.pause(name)
+        elif action.verb == "resume":
+            await client.resume(name)
+        elif action.verb == "dismiss_error":
+            await client.dismiss_error(name)
+        else:
+            await client.stop(name, force=True)
+    elif action.direction == "input":
+        await client.input_connector_action(name, action.relation, action.connector, action.verb)
+    else:
+        await client.output_connector_action(name, action.relation, action.connector, action.verb)
+
+
+def not_found(record: PipelineRecord) -> d.Problem:
+    return d.Problem(
+        d.PIPELINE_NOT_FOUND, f"Feldera has no pipeline named {record.pipeline_name!r}"
+    )
+
+
+def result_label(decision: d.Decision, failure: d.Problem | None) -> str:
+    reason = failure.reason if failure else decision.ready_reason
+    if reason in d.SYNC_FAILURE_REASONS:
+        return "error"
+    if reason in d.STALLED_REASONS:
+        return "stalled"
+    return "converged" if decision.ready and failure is None else "progressing"
+
+
+def applied_at_once(actions: Iterable[d.Action]) -> bool:
+    """Connector actions take effect before Feldera answers; pipeline actions are asynchronous."""
+    return all(isinstance(a, d.ConnectorAction) for a in actions)

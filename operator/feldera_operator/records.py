@@ -1,0 +1,68 @@
+"""What the operator remembers between watch events: one record per FelderaPipeline, one state per
+Feldera instance. Plain data; the modules that act on them say what they do."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from feldera_operator.models import FelderaPipelineSpec
+
+ObjKey = tuple[str, str]  # (namespace, name)
+DEFAULT_INSTANCE: ObjKey = ("", "")
+FOLLOWUP_FIRST = 0.1  # seconds before re-observing a resource after an action
+BACKOFF_FIRST = 1.0  # seconds before retrying an instance that failed
+
+
+def instance_label(key: ObjKey) -> str:
+    """The instance as metrics name it: `<namespace>/<name>`, or `default`."""
+    return "default" if key == DEFAULT_INSTANCE else f"{key[0]}/{key[1]}"
+
+
+@dataclass
+class PipelineRecord:
+    """What the operator knows of one FelderaPipeline between watch events."""
+
+    key: ObjKey
+    ref: dict[str, Any]  # apiVersion, kind, metadata{name, namespace, uid}: for Events
+    generation: int = 0
+    spec: FelderaPipelineSpec | None = None
+    spec_error: str | None = None
+    pipeline_name: str = ""
+    instance: ObjKey = DEFAULT_INSTANCE
+    status: dict[str, Any] = field(default_factory=dict)
+    resource_version: int = 0
+    reconciled_generation: int | None = None
+    ready_generation: int | None = None
+    last_reconciled: float = 0.0  # monotonic; 0 = never
+    followup: asyncio.TimerHandle | None = None
+    followup_delay: float = FOLLOWUP_FIRST
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The last body seen with a deletionTimestamp: a follow-up then retries the finalizer.
+    deleting: Mapping[str, Any] | None = None
+    # The action and reason of the last ActionFailed Event: not posted again while it recurs.
+    failure_reported: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.key[0]}/{self.key[1]}"
+
+
+@dataclass
+class InstanceState:
+    """One Feldera instance: its observation loop and what the last pass saw."""
+
+    key: ObjKey
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    connected: bool = False
+    backoff: float = BACKOFF_FIRST
+    server: dict[str, Any] = field(default_factory=dict)  # version, edition
+    status: dict[str, Any] = field(default_factory=dict)  # last written FelderaInstance status
+    problem_logged: str | None = None  # the reason last logged for the whole instance
+
+    @property
+    def label(self) -> str:
+        return "default instance" if self.key == DEFAULT_INSTANCE else "/".join(self.key)

@@ -1,0 +1,46 @@
+"""The real Reconciler, driven against fakes of its two edges (reconciler_fakes.py): what it
+calls in Feldera and what it writes to Kubernetes for each watch event and observation pass."""
+
+from __future__ import annotations
+
+from .reconciler_fakes import (
+    FakeFeldera,
+    FakeKube,
+    add_pipeline,
+    make_reconciler,
+    observe_pass,
+    pipeline_body,
+    ready,
+)
+
+PLURAL = "felderapipelines"
+
+
+async def test_a_new_resource_starts_its_stopped_pipeline_and_reports_ready() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", inputs={"orders.live": True})
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(
+        r, kube, pipeline_body("orders", inputs=[{"table": "orders", "connector": "live"}])
+    )
+    assert ("start", "orders", "running") in feldera.calls
+    await observe_pass(r)
+    assert ("input", "orders", "orders.live", "start") in feldera.calls
+    status = kube.status_of(PLURAL, "orders")
+    assert ready(status)["status"] == "True", status
+    assert [e.reason for e in kube.events_of("orders")] == ["PipelineStarted", "ConnectorStarted"]
+    await r.close()
+
+
+async def test_a_converged_pipeline_costs_no_action_and_no_write() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(r, kube, pipeline_body("orders"))
+    writes = kube.status_writes("orders")
+    assert writes == 1
+    for _ in range(3):
+        await observe_pass(r)
+    assert feldera.actions() == []
+    assert kube.status_writes("orders") == writes
+    await r.close()
