@@ -642,12 +642,21 @@ def is_drift(decision: Decision, *, ready_generation: int | None, generation: in
 
 
 def with_problem(
-    status: Mapping[str, Any], problem: Problem, *, generation: int, now: str
+    status: Mapping[str, Any],
+    problem: Problem,
+    *,
+    generation: int,
+    now: str,
+    previous_status: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The decided status, with conditions saying that issuing an action failed."""
+    """The decided status, with conditions saying that issuing an action failed.
+
+    Transition times come from `previous_status` (what is written on the resource), not from the
+    just-decided conditions: those flip on every retry, and each flip would move the time."""
     result = dict(status)
+    previous = status if previous_status is None else previous_status
     result["conditions"] = _problem_conditions(
-        status.get("conditions"), problem, generation=generation, now=now
+        previous.get("conditions"), problem, generation=generation, now=now
     )
     return result
 

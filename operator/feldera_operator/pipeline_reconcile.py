@@ -24,7 +24,7 @@ from feldera_operator.instance_connection import FelderaApi, Unobservable
 from feldera_operator.models import FelderaPipeline
 from feldera_operator.observation import observed_pipeline, problem_from_error
 from feldera_operator.records import FOLLOWUP_FIRST, ObjKey, PipelineRecord
-from feldera_operator.status_writer import Written, now_iso
+from feldera_operator.status_writer import Written
 
 if TYPE_CHECKING:
     from feldera_operator.reconciler import Reconciler
@@ -126,7 +126,7 @@ class PipelineReconciler:
                 pipeline_name=record.pipeline_name,
                 observed=observation,
                 previous_status=record.status,
-                now=now_iso(),
+                now=self._hub.clock(),
             )
             status = decision.status
             drift = d.is_drift(
@@ -144,13 +144,17 @@ class PipelineReconciler:
                         pipeline_name=record.pipeline_name,
                         observed=await self.observe(record, client),
                         previous_status=record.status,
-                        now=now_iso(),
+                        now=self._hub.clock(),
                     )
                     if not confirmed.actions:
                         decision, status = confirmed, confirmed.status
             if failure is not None:
                 status = d.with_problem(
-                    status, failure, generation=record.generation, now=now_iso()
+                    status,
+                    failure,
+                    generation=record.generation,
+                    now=self._hub.clock(),
+                    previous_status=record.status,
                 )
             record.last_reconciled = time.monotonic()
             record.reconciled_generation = record.generation
@@ -174,7 +178,7 @@ class PipelineReconciler:
                 record.spec_error or "invalid spec",
                 generation=record.generation,
                 previous_status=record.status,
-                now=now_iso(),
+                now=self._hub.clock(),
             )
             record.last_reconciled = time.monotonic()
             record.reconciled_generation = record.generation

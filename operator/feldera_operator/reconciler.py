@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import pydantic
@@ -41,7 +41,7 @@ from feldera_operator.models import (
 )
 from feldera_operator.pipeline_reconcile import PipelineReconciler
 from feldera_operator.records import DEFAULT_INSTANCE, InstanceState, ObjKey, PipelineRecord
-from feldera_operator.status_writer import StatusWriter, as_int
+from feldera_operator.status_writer import StatusWriter, as_int, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +63,14 @@ class Reconciler:
         client_factory: ClientFactory = feldera_client,
         settle_seconds: float = 10.0,
         run_loops: bool = True,
+        clock: Callable[[], str] = now_iso,
     ) -> None:
         self.config = config
         self.kube = kube
         self.client_factory = client_factory
         self.settle_seconds = settle_seconds
         self.run_loops = run_loops  # off in unit tests that drive each pass themselves
+        self.clock = clock  # the wall clock of condition timestamps (RFC 3339)
         self.pipelines: dict[ObjKey, PipelineRecord] = {}
         self.instance_objects: dict[ObjKey, dict[str, Any]] = {}
         self.instances: dict[ObjKey, InstanceState] = {}
@@ -76,7 +78,7 @@ class Reconciler:
         self.closing = False
         self.semaphore = asyncio.Semaphore(config.concurrency)
         self.events = EventRecorder(kube)
-        self.status = StatusWriter(kube, self.events)
+        self.status = StatusWriter(kube, self.events, clock)
         self.reconcile = PipelineReconciler(self)
         self.deletion = Finalizer(self)
         self.observer = InstanceObserver(self)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from feldera_operator import decision as d
@@ -30,9 +30,12 @@ class Written(enum.Enum):
 
 
 class StatusWriter:
-    def __init__(self, kube: KubeClient, events: EventRecorder) -> None:
+    def __init__(
+        self, kube: KubeClient, events: EventRecorder, clock: Callable[[], str] = now_iso
+    ) -> None:
         self._kube = kube
         self._events = events
+        self._clock = clock
 
     async def write_pipeline(
         self,
@@ -78,7 +81,7 @@ class StatusWriter:
             server=state.server,
             pipelines=pipelines,
             previous_status=state.status,
-            now=now_iso(),
+            now=self._clock(),
         )
         if not d.status_changed(state.status, status):
             return

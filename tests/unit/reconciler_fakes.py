@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import datetime
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -295,7 +296,7 @@ class FakeFeldera:
         return pipeline
 
     def fail(self, op: str, error: FelderaError, count: int = 1) -> None:
-        self.failures.setdefault(op, []).extend(copy.copy(error) for _ in range(count))
+        self.failures.setdefault(op, []).extend([error] * count)
 
     def settle(self) -> None:
         for p in self.pipelines.values():
@@ -442,11 +443,25 @@ class FakeFelderaClient:
 # ----------------------------------------------------------------------------- the reconciler
 
 
+class FakeClock:
+    """The wall clock of condition timestamps, moved by the test."""
+
+    def __init__(self) -> None:
+        self.t = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+    def __call__(self) -> str:
+        return self.t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def tick(self, seconds: float = 1.0) -> None:
+        self.t += datetime.timedelta(seconds=seconds)
+
+
 def make_reconciler(
     kube: FakeKube,
     feldera: FakeFeldera,
     *,
     loops: bool = False,
+    clock: Callable[[], str] | None = None,
     **config: Any,
 ) -> Reconciler:
     """The real Reconciler on both fakes, leading, with the default instance pointing at
@@ -460,6 +475,7 @@ def make_reconciler(
         client_factory=feldera.client,
         settle_seconds=0.0,
         run_loops=loops,
+        clock=clock or FakeClock(),
     )
     reconciler.leading.set()
     return reconciler

@@ -3,10 +3,14 @@ calls in Feldera and what it writes to Kubernetes for each watch event and obser
 
 from __future__ import annotations
 
+from feldera_operator.feldera_client import FelderaForbidden
+
 from .reconciler_fakes import (
+    FakeClock,
     FakeFeldera,
     FakeKube,
     add_pipeline,
+    condition,
     make_reconciler,
     observe_pass,
     pipeline_body,
@@ -43,4 +47,35 @@ async def test_a_converged_pipeline_costs_no_action_and_no_write() -> None:
         await observe_pass(r)
     assert feldera.actions() == []
     assert kube.status_writes("orders") == writes
+    await r.close()
+
+
+# ----------------------------------------------------------------------------- conditions
+
+
+async def test_a_failing_action_retried_keeps_its_last_transition_time_and_writes_once() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running", inputs={"orders.live": True})
+    forbidden = FelderaForbidden(
+        "read-only key", endpoint="POST .../start", status=403, error_code="InsufficientPermissions"
+    )
+    feldera.fail("input", forbidden, count=10)
+    clock = FakeClock()
+    r = make_reconciler(kube, feldera, clock=clock)
+    spec = {"inputs": [{"table": "orders", "connector": "live"}]}
+    await add_pipeline(r, kube, pipeline_body("orders", **spec))
+    first = kube.status_of(PLURAL, "orders")
+    assert condition(first, "Stalled")["reason"] == "PermissionDenied"
+    writes = kube.status_writes("orders")
+    for _ in range(3):
+        clock.tick(5)
+        await r.reconcile_now(("default", "orders"))
+    assert feldera.count("input") == 4  # retried each time
+    assert kube.status_writes("orders") == writes
+    after = kube.status_of(PLURAL, "orders")
+    for ctype in ("Ready", "Synced", "Reconciling", "Stalled"):
+        assert (
+            condition(after, ctype)["lastTransitionTime"]
+            == condition(first, ctype)["lastTransitionTime"]
+        ), ctype
     await r.close()
