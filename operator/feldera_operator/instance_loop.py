@@ -32,6 +32,7 @@ class InstanceObserver:
         await hub.settle()
         while not hub.closing:
             await hub.leading.wait()
+            started = time.monotonic()
             try:
                 healthy = await self.observe(state)
             except Exception:  # a bug must not end observation of a whole instance
@@ -43,7 +44,7 @@ class InstanceObserver:
             else:
                 delay = state.backoff
                 state.backoff = min(state.backoff * 2, hub.config.period)
-            if any(r.last_reconciled == 0 for r in hub.records_of(state.key)):
+            if any(r.registered > started for r in hub.records_of(state.key)):
                 delay = min(delay, 0.2)  # resources registered during the pass
             state.wake.clear()
             try:
@@ -82,7 +83,7 @@ class InstanceObserver:
                 # Once when it starts, not at every retry: the status says it at every pass.
                 log.warning("%s: %s: %s", state.label, problem.reason, problem.message)
                 state.problem_logged = problem.reason
-            await hub.gather(hub.reconcile.apply(r, problem, None, snapshot) for r in records)
+            await hub.gather(hub.reconcile.unobservable(r, problem, snapshot) for r in records)
             await hub.status.write_instance(state, body, problem, None)
             return problem.reason not in (d.FELDERA_UNREACHABLE, d.FELDERA_ERROR)
         assert client is not None

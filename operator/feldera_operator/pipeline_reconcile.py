@@ -76,6 +76,17 @@ class PipelineReconciler:
             observation = await self.with_stats(client, record.pipeline_name, pipeline)
         await self.apply(record, observation, client, snapshot)
 
+    async def unobservable(
+        self, record: PipelineRecord, problem: d.Problem, snapshot: float
+    ) -> None:
+        """The instance could not be observed: say why on a resource the operator could act on;
+        a resource it could not act on anyway says that instead."""
+        if record.spec is None:
+            if record.last_reconciled <= snapshot:
+                await self.apply_invalid(record)
+            return
+        await self.apply(record, problem, None, snapshot)
+
     # ------------------------------------------------------------------ observing
 
     async def observe(self, record: PipelineRecord, client: FelderaApi) -> d.Observation:

@@ -4,6 +4,7 @@ Feldera instance. Plain data; the modules that act on them say what they do."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ class PipelineRecord:
     reconciled_generation: int | None = None
     ready_generation: int | None = None
     last_reconciled: float = 0.0  # monotonic; 0 = never
+    registered: float = field(default_factory=time.monotonic)  # when first seen
     followup: asyncio.TimerHandle | None = None
     followup_delay: float = FOLLOWUP_FIRST
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)

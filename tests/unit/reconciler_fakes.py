@@ -278,6 +278,7 @@ class FakeFeldera:
         self.pipelines: dict[str, FakePipeline] = {}
         self.instant = instant
         self.calls: list[tuple[str, ...]] = []
+        self.times: list[float] = []  # loop time of each call
         # Errors to raise by operation ("config", "list", "get", "stats", "start", "pause",
         # "resume", "stop", "dismiss_error", "input", "output"), first in first out.
         self.failures: dict[str, list[FelderaError]] = {}
@@ -306,6 +307,9 @@ class FakeFeldera:
     def count(self, op: str) -> int:
         return sum(1 for c in self.calls if c[0] == op)
 
+    def times_of(self, op: str) -> list[float]:
+        return [t for c, t in zip(self.calls, self.times, strict=True) if c[0] == op]
+
     def actions(self) -> list[tuple[str, ...]]:
         reads = ("config", "list", "get", "stats")
         return [c for c in self.calls if c[0] not in reads]
@@ -323,6 +327,7 @@ class FakeFeldera:
         if client.closed:
             raise RuntimeError("FelderaClient is closed")
         self.calls.append((op, *args))
+        self.times.append(asyncio.get_running_loop().time())
         if self.on_call is not None:
             self.on_call((op, *args))
         hang = self.hang.get(op)

@@ -3,7 +3,7 @@ calls in Feldera and what it writes to Kubernetes for each watch event and obser
 
 from __future__ import annotations
 
-from feldera_operator.feldera_client import FelderaForbidden
+from feldera_operator.feldera_client import FelderaForbidden, FelderaUnreachable
 
 from .reconciler_fakes import (
     FakeClock,
@@ -15,6 +15,7 @@ from .reconciler_fakes import (
     observe_pass,
     pipeline_body,
     ready,
+    until,
 )
 
 PLURAL = "felderapipelines"
@@ -78,4 +79,25 @@ async def test_a_failing_action_retried_keeps_its_last_transition_time_and_write
             condition(after, ctype)["lastTransitionTime"]
             == condition(first, ctype)["lastTransitionTime"]
         ), ctype
+    await r.close()
+
+
+# ----------------------------------------------------------------------------- the instance loop
+
+
+def unreachable() -> FelderaUnreachable:
+    return FelderaUnreachable("connection refused", endpoint="GET /v0/config")
+
+
+async def test_an_invalid_spec_while_feldera_is_unreachable_is_reported_and_backs_off() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.fail("config", unreachable(), count=1000)
+    r = make_reconciler(kube, feldera, loops=True)
+    await add_pipeline(r, kube, pipeline_body("orders.v2"), event=None)  # no pipelineName
+    await until(lambda: feldera.count("config") >= 2, within=3, what="a second pass")
+    first, second = feldera.times_of("config")[:2]
+    assert second - first >= 0.9  # the backoff's first step (1 s), not a re-pass after 0.2 s
+    status = kube.status_of(PLURAL, "orders.v2")
+    assert ready(status)["reason"] == "InvalidSpec"
+    assert condition(status, "Stalled")["status"] == "True"
     await r.close()
