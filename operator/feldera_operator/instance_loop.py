@@ -33,6 +33,9 @@ class InstanceObserver:
         while not hub.closing:
             await hub.leading.wait()
             started = time.monotonic()
+            # Cleared before the pass, not after: a wake that comes during the pass (a new
+            # resource, an instance edit) then calls for the next one at once.
+            state.wake.clear()
             try:
                 healthy = await self.observe(state)
             except Exception:  # a bug must not end observation of a whole instance
@@ -46,7 +49,6 @@ class InstanceObserver:
                 state.backoff = min(state.backoff * 2, hub.config.period)
             if any(r.registered > started for r in hub.records_of(state.key)):
                 delay = min(delay, 0.2)  # resources registered during the pass
-            state.wake.clear()
             try:
                 await asyncio.wait_for(state.wake.wait(), delay)
             except TimeoutError:

@@ -3,6 +3,8 @@ calls in Feldera and what it writes to Kubernetes for each watch event and obser
 
 from __future__ import annotations
 
+import asyncio
+
 from feldera_operator.feldera_client import FelderaForbidden, FelderaUnreachable
 
 from .reconciler_fakes import (
@@ -100,4 +102,20 @@ async def test_an_invalid_spec_while_feldera_is_unreachable_is_reported_and_back
     status = kube.status_of(PLURAL, "orders.v2")
     assert ready(status)["reason"] == "InvalidSpec"
     assert condition(status, "Stalled")["status"] == "True"
+    await r.close()
+
+
+async def test_a_wake_during_a_pass_is_not_lost() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera, loops=True)
+    await add_pipeline(r, kube, pipeline_body("orders"), event=None)
+    await until(lambda: feldera.count("list") == 1, what="the first pass")
+    hang = feldera.hang["list"] = asyncio.Event()
+    r.instance_state(("", "")).wake.set()
+    await until(lambda: feldera.count("list") == 2, what="the woken pass")
+    r.instance_state(("", "")).wake.set()  # while that pass waits on Feldera
+    hang.set()
+    del feldera.hang["list"]
+    await until(lambda: feldera.count("list") == 3, within=2, what="a pass for the second wake")
     await r.close()
