@@ -38,6 +38,8 @@ DEPLOYMENT_FAILED = "DeploymentFailed"
 CONNECTOR_NOT_FOUND = "ConnectorNotFound"
 OUTPUT_PAUSE_UNSUPPORTED = "OutputPauseUnsupported"
 INVALID_SPEC = "InvalidSpec"
+# Two spec entries that Kubernetes tells apart and Feldera does not (`orders`, `"orders"`).
+DUPLICATE_CONNECTOR = "DuplicateConnector"
 
 # Transient trouble talking to Feldera: Synced=False, retried with backoff.
 FELDERA_UNREACHABLE = "FelderaUnreachable"
@@ -65,6 +67,7 @@ STALLED_REASONS = frozenset(
         CONNECTOR_NOT_FOUND,
         OUTPUT_PAUSE_UNSUPPORTED,
         INVALID_SPEC,
+        DUPLICATE_CONNECTOR,
     }
 )
 # Reasons that mean the round trip to Feldera failed (Synced=False).
@@ -214,6 +217,7 @@ class _ConnectorVerdict:
     action: ConnectorAction | None
     problem: str | None  # catalogue reason when not as declared
     pending: bool  # waits on the pipeline or on an issued action
+    note: str | None = None  # what the Ready message adds about this connector
 
 
 def decide(
@@ -274,8 +278,8 @@ def decide(
         reason, message = stats_problem.reason, stats_problem.message
     elif connector_problems:
         reason = connector_problems[0]
-        names = [_entry_name(v.entry) for v in verdicts if v.problem == reason]
-        message = _connector_problem_message(reason, names)
+        names = [v.note or _entry_name(v.entry) for v in verdicts if v.problem == reason]
+        message = _connector_problem_message(reason, list(dict.fromkeys(names)))
     elif any(v.pending for v in verdicts):
         reason = CONNECTORS_PENDING
         names = [_entry_name(v.entry) for v in verdicts if v.pending]
@@ -447,21 +451,30 @@ def _connector_verdicts(
     wait_for_deploy: bool,
 ) -> list[_ConnectorVerdict]:
     relation_key = "table" if direction == "input" else "view"
+    field_name = f"{direction}s"
     running = pipeline.deployment_status == "Running"
-    wanted: dict[tuple[str, str], tuple[str, bool]] = {
-        (canonical_spec_relation(rel), conn): (rel, paused) for rel, conn, paused in declared
-    }
+    # Declared entries by the key Feldera matches them by; more than one entry for one key is a
+    # spec that contradicts itself (`orders` and `"orders"`): those entries are never acted on.
+    groups: dict[tuple[str, str], list[tuple[int, str, bool]]] = {}
+    for index, (rel, conn, paused) in enumerate(declared):
+        groups.setdefault((canonical_spec_relation(rel), conn), []).append((index, rel, paused))
     seen: dict[tuple[str, str], ObservedConnector] = {}
     for reported in observed or ():
         key = (canonical_reported_relation(reported.relation), reported.connector)
         # A user may name a connector `api-...`: one the spec declares is never a temporary one.
-        if is_temporary_connector(reported.connector) and key not in wanted:
+        if is_temporary_connector(reported.connector) and key not in groups:
             continue
         seen[key] = reported
 
     verdicts: list[_ConnectorVerdict] = []
     # Declared connectors first, in spec order, then the others in Feldera's order.
-    for key, (spec_relation, want_paused) in wanted.items():
+    for key, group in groups.items():
+        if len(group) > 1:
+            verdicts.extend(
+                _duplicate_verdicts(field_name, relation_key, key, group, seen.get(key), running)
+            )
+            continue
+        _, spec_relation, want_paused = group[0]
         oc = seen.get(key)
         entry: dict[str, Any] = {
             relation_key: oc.relation if oc else spec_relation,
@@ -476,7 +489,10 @@ def _connector_verdicts(
             continue
         if oc is None:
             entry.update(paused=None, state="Unknown", active=False, reason=CONNECTOR_NOT_FOUND)
-            verdicts.append(_ConnectorVerdict(entry, None, CONNECTOR_NOT_FOUND, pending=False))
+            note = _quoting_hint(relation_key, spec_relation, key[1], seen)
+            verdicts.append(
+                _ConnectorVerdict(entry, None, CONNECTOR_NOT_FOUND, pending=False, note=note)
+            )
             continue
         _fill_observed(entry, oc, running)
         if oc.paused is None or not pausable:
@@ -495,13 +511,69 @@ def _connector_verdicts(
         action = ConnectorAction(direction, spec_relation, key[1], verb)
         verdicts.append(_ConnectorVerdict(entry, action, None, pending=True))
 
+    declared_keys = {(v.entry[relation_key], v.entry["connector"]) for v in verdicts}
     for key, oc in seen.items():
-        if key in wanted:
+        if key in groups:
             continue
-        entry = {relation_key: oc.relation, "connector": oc.connector, "declared": False}
+        relation = oc.relation
+        if (relation, oc.connector) in declared_keys and not relation.startswith('"'):
+            # A case-sensitive table beside an unquoted declared entry spelt the same (`"Orders"`
+            # reported as Orders, spec `Orders` meaning `orders`): shown as a spec must name it.
+            relation = f'"{relation}"'
+        if (relation, oc.connector) in declared_keys:
+            continue  # never two status entries with one list-map key (the write would be 422)
+        entry = {relation_key: relation, "connector": oc.connector, "declared": False}
         _fill_observed(entry, oc, running)
         verdicts.append(_ConnectorVerdict(entry, None, None, pending=False))
     return verdicts
+
+
+def _duplicate_verdicts(
+    field_name: str,
+    relation_key: str,
+    key: tuple[str, str],
+    group: Sequence[tuple[int, str, bool]],
+    oc: ObservedConnector | None,
+    running: bool,
+) -> list[_ConnectorVerdict]:
+    """Entries that name one connector twice: reported, each under its own spelling, never acted
+    on; the Ready message names them by position."""
+    where = " and ".join(f"spec.{field_name}[{i}] ({rel}.{key[1]})" for i, rel, _ in group)
+    note = f"{where} name the same connector (unquoted SQL names are case-insensitive)"
+    verdicts = []
+    for _, rel, paused in group:
+        entry: dict[str, Any] = {
+            relation_key: rel,
+            "connector": key[1],
+            "declared": True,
+            "desiredPaused": paused,
+        }
+        if oc is None:
+            entry.update(paused=None, state="Unknown", active=False)
+        else:
+            _fill_observed(entry, oc, running)
+        entry["reason"] = DUPLICATE_CONNECTOR
+        verdicts.append(_ConnectorVerdict(entry, None, DUPLICATE_CONNECTOR, False, note=note))
+    return verdicts
+
+
+def _quoting_hint(
+    relation_key: str, spec_relation: str, connector: str, seen: Mapping[Any, ObservedConnector]
+) -> str | None:
+    """For a declared connector not found: Feldera's case-sensitive relation it probably means."""
+    if spec_relation.startswith('"'):
+        return None
+    for (relation, name), _ in seen.items():
+        if (
+            name == connector
+            and relation != relation.lower()
+            and relation.lower() == (spec_relation.lower())
+        ):
+            return (
+                f"{spec_relation}.{connector} (Feldera has {relation}.{connector}, declared with "
+                f"quotes: write {relation_key}: '\"{relation}\"')"
+            )
+    return None
 
 
 def _fill_observed(entry: dict[str, Any], oc: ObservedConnector, pipeline_running: bool) -> None:
@@ -543,6 +615,8 @@ def _connector_problem_message(reason: str, names: Sequence[str]) -> str:
         return f"Feldera does not report declared connector(s): {listed}"
     if reason == OUTPUT_PAUSE_UNSUPPORTED:
         return f"this Feldera cannot pause output connectors (needs 0.369+): {listed}"
+    if reason == DUPLICATE_CONNECTOR:
+        return f"{'; '.join(names)}: remove one; the other entries are reconciled"
     return f"{reason}: {listed}"
 
 

@@ -182,11 +182,6 @@ class Reconciler:
                 f"'-' and '_', at most {PIPELINE_NAME_MAX}); set spec.pipelineName"
             )
             return
-        duplicate = _same_connector_twice(spec)
-        if duplicate is not None:
-            record.spec = None
-            record.spec_error = duplicate
-            return
         record.spec = spec
         record.pipeline_name = pipeline_name
         ns = record.key[0]
@@ -278,24 +273,3 @@ def _ready_for(status: Mapping[str, Any], generation: int) -> bool:
         and ready.get("status") == "True"
         and ready.get("observedGeneration") == generation
     )
-
-
-def _same_connector_twice(spec: FelderaPipelineSpec) -> str | None:
-    """Two entries the list-map keys tell apart but Feldera does not (`Orders` and `orders` are
-    one table: unquoted SQL names are case-insensitive). They contradict each other, and acting
-    on whichever came last would silently ignore the other."""
-    lists = (
-        ("inputs", [(c.table, c.connector) for c in spec.inputs]),
-        ("outputs", [(c.view, c.connector) for c in spec.outputs]),
-    )
-    for field_name, entries in lists:
-        seen: dict[tuple[str, str], int] = {}
-        for i, (relation, connector) in enumerate(entries):
-            key = (d.canonical_spec_relation(relation), connector)
-            if key in seen:
-                return (
-                    f"spec.{field_name}[{i}] ({relation}.{connector}) names the same connector as "
-                    f"spec.{field_name}[{seen[key]}]: unquoted SQL names are case-insensitive"
-                )
-            seen[key] = i
-    return None

@@ -219,6 +219,11 @@ def assert_well_formed(decision: Decision, generation: int = 1) -> None:
         assert c["reason"] not in BUILTIN_EXCEPTION_NAMES
         assert isinstance(c["message"], str) and c["message"]
         assert c["lastTransitionTime"]
+    # The status lists are list-maps keyed by (table|view, connector): the API server refuses a
+    # status holding a key twice (422), and the old status would stay.
+    for field_name, relation in (("inputs", "table"), ("outputs", "view")):
+        keys = [(e[relation], e["connector"]) for e in decision.status[field_name]]
+        assert len(keys) == len(set(keys)), keys
     for e in [*decision.status["inputs"], *decision.status["outputs"]]:
         if e.get("reason") is not None:
             assert e["reason"] in CATALOGUE, e
@@ -788,6 +793,47 @@ def test_unquoted_spec_table_does_not_match_a_quoted_mixed_case_table() -> None:
     spec = make_spec(inputs=[("Orders", "live", False)])
     decision = run(spec, pipeline(inputs=[conn('"Orders"', "live", False)]))
     assert decision.ready_reason == d.CONNECTOR_NOT_FOUND
+
+
+def test_a_case_sensitive_table_beside_an_unquoted_entry_keeps_status_keys_unique() -> None:
+    # CREATE TABLE "Orders" is reported as Orders; the spec's unquoted `Orders` means `orders`.
+    # Both entries would be keyed (Orders, live): written as is, the status is refused (422).
+    spec = make_spec(inputs=[("Orders", "live", False)])
+    decision = run(spec, pipeline(inputs=[conn("Orders", "live", True)]))
+    assert decision.actions == ()
+    declared = entry(decision, "input", "Orders", "live")
+    assert declared["declared"] is True and declared["reason"] == d.CONNECTOR_NOT_FOUND
+    # The undeclared one is shown as a spec would have to name it: quoted.
+    undeclared = entry(decision, "input", '"Orders"', "live")
+    assert undeclared["declared"] is False and undeclared["paused"] is True
+    assert decision.ready_reason == d.CONNECTOR_NOT_FOUND
+    assert """table: '"Orders"'""" in decision.ready_message
+    assert_well_formed(decision)
+
+
+def test_two_entries_for_one_connector_are_reported_and_the_others_still_reconciled() -> None:
+    # `orders` and `"orders"` are two list-map keys to Kubernetes and one connector to Feldera.
+    spec = make_spec(
+        inputs=[
+            ("orders", "live", False),
+            ('"orders"', "live", True),
+            ("orders", "backfill", False),
+        ]
+    )
+    decision = run(
+        spec,
+        pipeline(inputs=[conn("orders", "live", True), conn("orders", "backfill", True)]),
+    )
+    assert decision.actions == (ConnectorAction("input", "orders", "backfill", "start"),)
+    for relation, paused in (("orders", False), ('"orders"', True)):
+        e = entry(decision, "input", relation, "live")
+        assert e["reason"] == d.DUPLICATE_CONNECTOR
+        assert e["declared"] is True and e["desiredPaused"] is paused and e["paused"] is True
+    assert decision.ready_reason == d.DUPLICATE_CONNECTOR
+    assert "spec.inputs[0]" in decision.ready_message
+    assert "spec.inputs[1]" in decision.ready_message
+    assert cond_status(decision)["Stalled"] == "True"
+    assert_well_formed(decision)
 
 
 def test_connector_names_match_exactly() -> None:

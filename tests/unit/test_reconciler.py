@@ -119,3 +119,53 @@ async def test_a_wake_during_a_pass_is_not_lost() -> None:
     del feldera.hang["list"]
     await until(lambda: feldera.count("list") == 3, within=2, what="a pass for the second wake")
     await r.close()
+
+
+# ----------------------------------------------------------------------------- connectors
+
+
+async def test_a_case_sensitive_table_next_to_an_unquoted_entry_is_written_without_duplicates() -> (
+    None
+):
+    kube, feldera = FakeKube(), FakeFeldera()
+    # CREATE TABLE "Orders": Feldera reports Orders.live; the spec's `Orders` means `orders`.
+    feldera.add("orders", status="Running", desired="Running", inputs={"Orders.live": True})
+    r = make_reconciler(kube, feldera)
+    spec = {"inputs": [{"table": "Orders", "connector": "live"}]}
+    await add_pipeline(r, kube, pipeline_body("orders", **spec))
+    status = kube.status_of(PLURAL, "orders")  # the fake refuses duplicate keys with 422
+    assert ready(status)["reason"] == "ConnectorNotFound"
+    assert [(e["table"], e["declared"]) for e in status["inputs"]] == [
+        ("Orders", True),
+        ('"Orders"', False),
+    ]
+    await r.close()
+
+
+async def test_one_connector_declared_twice_is_reported_and_the_rest_reconciled() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add(
+        "orders",
+        status="Running",
+        desired="Running",
+        inputs={"orders.live": True, "orders.backfill": True},
+    )
+    r = make_reconciler(kube, feldera)
+    inputs = [
+        {"table": "orders", "connector": "live", "paused": False},
+        {"table": '"orders"', "connector": "live", "paused": True},
+        {"table": "orders", "connector": "backfill", "paused": False},
+    ]
+    await add_pipeline(r, kube, pipeline_body("orders", inputs=inputs))
+    assert feldera.actions() == [("input", "orders", "orders.backfill", "start")]
+    status = kube.status_of(PLURAL, "orders")
+    assert ready(status)["reason"] == "DuplicateConnector"
+    assert "spec.inputs[0]" in ready(status)["message"]
+    assert condition(status, "Stalled")["status"] == "True"
+    reasons = {(e["table"], e["connector"]): e.get("reason") for e in status["inputs"]}
+    assert reasons == {
+        ("orders", "live"): "DuplicateConnector",
+        ('"orders"', "live"): "DuplicateConnector",
+        ("orders", "backfill"): None,
+    }
+    await r.close()
