@@ -47,14 +47,17 @@ class PipelineReconciler:
         if record.spec is None:
             await self.apply_invalid(record)
             return
-        client: FelderaApi | None = None
-        observation: d.Observation
-        try:
-            client = await hub.connection(record.instance).client()
-            observation = await self.observe(record, client)
-        except Unobservable as e:
-            observation = e.problem
-        await self.apply(record, observation, client, None)
+        # Observed under the lock: a reconcile that waited for it (the instance's pass acting on
+        # this resource) must not act on what it saw before; Feldera has moved since.
+        async with record.lock:
+            client: FelderaApi | None = None
+            observation: d.Observation
+            try:
+                client = await hub.connection(record.instance).client()
+                observation = await self.observe(record, client)
+            except Unobservable as e:
+                observation = e.problem
+            await self._apply_locked(record, observation, client, None)
 
     async def reconcile_from(
         self,
@@ -124,64 +127,73 @@ class PipelineReconciler:
         client: FelderaApi | None,
         snapshot: float | None,
     ) -> None:
-        hub = self._hub
         async with record.lock:
-            if hub.pipelines.get(record.key) is not record or record.spec is None:
-                return
-            if snapshot is not None and record.last_reconciled > snapshot:
-                return
-            started = time.monotonic()
-            decision = d.decide(
-                record.spec,
-                generation=record.generation,
-                pipeline_name=record.pipeline_name,
-                observed=observation,
-                previous_status=record.status,
-                now=self._hub.clock(),
-            )
-            status = decision.status
-            drift = d.is_drift(
-                decision, ready_generation=record.ready_generation, generation=record.generation
-            )
-            failure: d.Problem | None = None
-            if decision.actions and client is not None:
-                failure = await self.issue(record, client, decision.actions, drift)
-                if failure is None and applied_at_once(decision.actions):
-                    # Feldera sets connector flags before answering: look once more now, so a
-                    # flip costs one status write (Ready) instead of a pending one and a follow-up.
-                    confirmed = d.decide(
-                        record.spec,
-                        generation=record.generation,
-                        pipeline_name=record.pipeline_name,
-                        observed=await self.observe(record, client),
-                        previous_status=record.status,
-                        now=self._hub.clock(),
-                    )
-                    if not confirmed.actions:
-                        decision, status = confirmed, confirmed.status
-            if failure is not None:
-                status = d.with_problem(
-                    status,
-                    failure,
+            await self._apply_locked(record, observation, client, snapshot)
+
+    async def _apply_locked(
+        self,
+        record: PipelineRecord,
+        observation: d.Observation,
+        client: FelderaApi | None,
+        snapshot: float | None,
+    ) -> None:
+        hub = self._hub
+        if hub.pipelines.get(record.key) is not record or record.spec is None:
+            return
+        if snapshot is not None and record.last_reconciled > snapshot:
+            return
+        started = time.monotonic()
+        decision = d.decide(
+            record.spec,
+            generation=record.generation,
+            pipeline_name=record.pipeline_name,
+            observed=observation,
+            previous_status=record.status,
+            now=self._hub.clock(),
+        )
+        status = decision.status
+        drift = d.is_drift(
+            decision, ready_generation=record.ready_generation, generation=record.generation
+        )
+        failure: d.Problem | None = None
+        if decision.actions and client is not None:
+            failure = await self.issue(record, client, decision.actions, drift)
+            if failure is None and applied_at_once(decision.actions):
+                # Feldera sets connector flags before answering: look once more now, so a
+                # flip costs one status write (Ready) instead of a pending one and a follow-up.
+                confirmed = d.decide(
+                    record.spec,
                     generation=record.generation,
-                    now=self._hub.clock(),
+                    pipeline_name=record.pipeline_name,
+                    observed=await self.observe(record, client),
                     previous_status=record.status,
+                    now=self._hub.clock(),
                 )
-            record.last_reconciled = time.monotonic()
-            record.reconciled_generation = record.generation
-            if decision.ready and failure is None:
-                record.ready_generation = record.generation
-            await self.write(record, status, (decision.ready_reason, decision.ready_message))
-            if decision.in_progress or failure is not None:
-                self.schedule_followup(record)
-            else:
-                record.followup_delay = FOLLOWUP_FIRST
-            metrics.RECONCILES.labels(
-                kind=FelderaPipeline.KIND, result=result_label(decision, failure)
-            ).inc()
-            metrics.RECONCILE_SECONDS.labels(kind=FelderaPipeline.KIND).observe(
-                time.monotonic() - started
+                if not confirmed.actions:
+                    decision, status = confirmed, confirmed.status
+        if failure is not None:
+            status = d.with_problem(
+                status,
+                failure,
+                generation=record.generation,
+                now=self._hub.clock(),
+                previous_status=record.status,
             )
+        record.last_reconciled = time.monotonic()
+        record.reconciled_generation = record.generation
+        if decision.ready and failure is None:
+            record.ready_generation = record.generation
+        await self.write(record, status, (decision.ready_reason, decision.ready_message))
+        if decision.in_progress or failure is not None:
+            self.schedule_followup(record)
+        else:
+            record.followup_delay = FOLLOWUP_FIRST
+        metrics.RECONCILES.labels(
+            kind=FelderaPipeline.KIND, result=result_label(decision, failure)
+        ).inc()
+        metrics.RECONCILE_SECONDS.labels(kind=FelderaPipeline.KIND).observe(
+            time.monotonic() - started
+        )
 
     async def apply_invalid(self, record: PipelineRecord) -> None:
         async with record.lock:

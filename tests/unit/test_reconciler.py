@@ -13,6 +13,7 @@ from .reconciler_fakes import (
     FakeKube,
     add_pipeline,
     condition,
+    deliver,
     make_reconciler,
     observe_pass,
     pipeline_body,
@@ -168,4 +169,28 @@ async def test_one_connector_declared_twice_is_reported_and_the_rest_reconciled(
         ('"orders"', "live"): "DuplicateConnector",
         ("orders", "backfill"): None,
     }
+    await r.close()
+
+
+# ----------------------------------------------------------------------------- one resource
+
+
+async def test_a_spec_change_waiting_for_the_lock_acts_on_a_fresh_observation() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders")  # Stopped
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(r, kube, pipeline_body("orders"), event=None)
+    hang = feldera.hang["start"] = asyncio.Event()
+    passing = asyncio.create_task(observe_pass(r))  # starts it running, and holds the lock
+    await until(lambda: feldera.count("start") == 1, what="the pass's start")
+    stored = kube.objects[(PLURAL, "default", "orders")]
+    stored["metadata"]["generation"] = 2
+    stored["spec"]["paused"] = True
+    changing = asyncio.create_task(deliver(r, kube, "orders"))
+    for _ in range(50):  # let the spec change go as far as it can: up to the record's lock
+        await asyncio.sleep(0)
+    hang.set()
+    await asyncio.gather(passing, changing)
+    # Not start?initial=paused from the Stopped it saw before the lock (Feldera: 400); pause.
+    assert feldera.actions() == [("start", "orders", "running"), ("pause", "orders")]
     await r.close()
