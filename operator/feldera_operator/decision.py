@@ -30,6 +30,8 @@ AS_EXPECTED = "AsExpected"
 # Problems that only a person (or the world outside the operator) can fix: Stalled=True.
 INSTANCE_NOT_FOUND = "InstanceNotFound"
 SECRET_NOT_FOUND = "SecretNotFound"
+# A FelderaInstance's Secret without the opt-in label: never read (see instance_connection.py).
+SECRET_NOT_LABELLED = "SecretNotLabelled"
 CREDENTIALS_REJECTED = "CredentialsRejected"
 PERMISSION_DENIED = "PermissionDenied"
 PIPELINE_NOT_FOUND = "PipelineNotFound"
@@ -59,6 +61,7 @@ STALLED_REASONS = frozenset(
     {
         INSTANCE_NOT_FOUND,
         SECRET_NOT_FOUND,
+        SECRET_NOT_LABELLED,
         CREDENTIALS_REJECTED,
         PERMISSION_DENIED,
         PIPELINE_NOT_FOUND,
@@ -75,6 +78,7 @@ SYNC_FAILURE_REASONS = frozenset(
     {
         INSTANCE_NOT_FOUND,
         SECRET_NOT_FOUND,
+        SECRET_NOT_LABELLED,
         CREDENTIALS_REJECTED,
         PERMISSION_DENIED,
         FELDERA_UNREACHABLE,

@@ -42,6 +42,7 @@ __all__ = [
     "FelderaAuthError",
     "FelderaBadRequest",
     "FelderaClient",
+    "FelderaClientClosed",
     "FelderaConfig",
     "FelderaError",
     "FelderaForbidden",
@@ -279,6 +280,14 @@ class FelderaNotDeployed(FelderaError):
 
 class FelderaServerError(FelderaError):
     """Any other 5xx, including a proxy's 502/504 and 501 `EnterpriseFeature`."""
+
+
+class FelderaClientClosed(FelderaError):
+    """This client was closed (its settings were replaced): nothing was sent; ask the new one."""
+
+    @property
+    def retryable(self) -> bool:
+        return True
 
 
 class FelderaBadRequest(FelderaError):
@@ -540,9 +549,9 @@ class FelderaClient:
 
     # ------------------------------------------------------------------------- plumbing
 
-    def _http(self) -> aiohttp.ClientSession:
+    def _http(self, endpoint: str) -> aiohttp.ClientSession:
         if self._closed:
-            raise RuntimeError("FelderaClient is closed")
+            raise FelderaClientClosed("the client is closed; nothing was sent", endpoint=endpoint)
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 # An API client has no use for cookies, and a shared jar could carry one tenant's
@@ -570,7 +579,7 @@ class FelderaClient:
         # encoded=True: the path is already percent-encoded, and yarl must neither encode it again
         # (%22 → %2522) nor decode it (%2F → /).
         url = URL(self._base + path, encoded=True)
-        session = self._http()
+        session = self._http(endpoint)
         status: int | None = None
         failure: FelderaUnreachable | None = None
         started = time.monotonic()

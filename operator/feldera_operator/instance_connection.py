@@ -4,6 +4,7 @@ them, rebuilt when any of them changes."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
@@ -17,8 +18,10 @@ from feldera_operator import metrics
 from feldera_operator.config import OperatorConfig
 from feldera_operator.feldera_client import (
     ConnectorAction,
+    FelderaAuthError,
     FelderaClient,
     FelderaConfig,
+    FelderaError,
     InitialState,
     Pipeline,
     PipelineStats,
@@ -100,8 +103,23 @@ class Unobservable(Exception):
         self.transient = transient  # the API server failed to answer; asking again will do
 
 
+CREDENTIALS_LABEL = "feldera.dev/credentials"
+"""The label a Secret must carry (value "true") before a FelderaInstance may use it.
+
+Anyone who may create a FelderaInstance chooses its URL; without this opt-in they could name any
+Secret of the namespace and receive it as a bearer token at their own server. The default
+instance's Secret is named by the operator's own flags (its admin's choice) and needs no label.
+"""
+
+
 class InstanceConnection:
-    """The Feldera client of one instance, rebuilt when its URL, key, CA or tenant changed."""
+    """The Feldera client of one instance, rebuilt when its URL, key, CA or tenant changed.
+
+    The settings (and so the Secrets) are read once per period, when the instance's loop asks for
+    a `refresh`, and again after `invalidate()` (an edit of the FelderaInstance, a rejected key);
+    other callers get the client as it is. One client at a time, built under a lock; a replaced
+    client is closed after a grace, so requests in flight on it finish.
+    """
 
     def __init__(
         self,
@@ -119,8 +137,12 @@ class InstanceConnection:
         self._kube = kube
         self._instance_body = instance_body
         self._factory = client_factory
+        self._lock = asyncio.Lock()
         self._client: FelderaApi | None = None
         self._fingerprint = ""
+        self._stale = True  # the settings are to be read before the next call
+        self._problem: tuple[d.Problem, bool] | None = None  # why they are unusable, until read
+        self._retiring: set[asyncio.Task[None]] = set()
         # Whether the current client has just been built (the server's identity is read anew).
         self.fresh = False
 
@@ -128,33 +150,83 @@ class InstanceConnection:
     def current(self) -> FelderaApi | None:
         return self._client
 
-    def invalidate(self) -> None:
-        """Re-read the settings and the Secret before the next call."""
-        self._fingerprint = ""
+    @property
+    def grace(self) -> float:
+        """How long a replaced client stays open: its requests in flight are bounded by this."""
+        return self._config.request_timeout + 1.0
 
-    async def client(self) -> FelderaApi:
-        try:
-            settings = await self._settings()
-        except Unobservable as e:
-            if e.transient and self._client is not None:
-                return self._client  # the Secret could not be read just now: keep the last key
-            raise
-        fingerprint = settings.fingerprint()
-        if self._client is None or fingerprint != self._fingerprint:
-            if self._client is not None:
-                await self._client.close()
+    def invalidate(self) -> None:
+        """Read the settings and the Secrets again before the next call."""
+        self._stale = True
+
+    def failed(self, error: FelderaError) -> None:
+        """A call failed: a rejected key may have been rotated since it was read."""
+        if isinstance(error, FelderaAuthError):
+            self._stale = True
+
+    async def client(self, *, refresh: bool = False) -> FelderaApi:
+        """The instance's client; raises Unobservable when it has none that may be used."""
+        async with self._lock:
+            if refresh:
+                self._stale = True
+            if not self._stale:
+                if self._problem is not None:
+                    problem, transient = self._problem
+                    raise Unobservable(problem, transient=transient)
+                if self._client is not None:
+                    return self._client
             try:
-                self._client = self._factory(settings)
-            except ValueError as e:  # its messages never repeat the key or the CA
-                raise Unobservable(d.Problem(d.INVALID_SPEC, f"{self.label}: {e}")) from None
-            self._fingerprint = fingerprint
-            self.fresh = True
-        return self._client
+                settings = await self._settings()
+            except Unobservable as e:
+                self._stale = False
+                if e.transient and self._client is not None:
+                    return self._client  # the Secret could not be read just now: keep the last key
+                self._problem = (e.problem, e.transient)
+                if not e.transient:
+                    self._retire(self._client)  # gone, unlabelled or invalid: stop using the key
+                    self._client, self._fingerprint = None, ""
+                raise
+            self._stale = False
+            self._problem = None
+            fingerprint = settings.fingerprint()
+            if self._client is None or fingerprint != self._fingerprint:
+                try:
+                    client = self._factory(settings)
+                except ValueError as e:  # its messages never repeat the key or the CA
+                    problem = d.Problem(d.INVALID_SPEC, f"{self.label}: {e}")
+                    self._problem = (problem, False)
+                    self._retire(self._client)
+                    self._client, self._fingerprint = None, ""
+                    raise Unobservable(problem) from None
+                self._retire(self._client)
+                self._client, self._fingerprint = client, fingerprint
+                self.fresh = True
+            return self._client
+
+    def _retire(self, client: FelderaApi | None) -> None:
+        if client is None:
+            return
+
+        async def close_later() -> None:
+            try:
+                await asyncio.sleep(self.grace)
+            finally:
+                await client.close()
+
+        task = asyncio.create_task(close_later(), name=f"close a replaced client of {self.label}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
+        """Close every client of this instance now (the instance is gone, or the operator stops)."""
+        tasks = list(self._retiring)
+        for task in tasks:
+            task.cancel()  # closes its client at once
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._client is not None:
             await self._client.close()
-            self._client = None
+            self._client, self._fingerprint = None, ""
+        self._stale = True
 
     async def _settings(self) -> ClientSettings:
         url, api_key, tenant, ca = await self._instance_settings()
@@ -181,7 +253,8 @@ class InstanceConnection:
             api_key = None
             ref = self._config.default_api_key
             if ref is not None:
-                api_key = await self._secret(ref.namespace, ref.name, ref.key)
+                # Named by the operator's own flags: trusted without the label.
+                api_key = await self._secret(ref.namespace, ref.name, ref.key, labelled=False)
             return self._config.default_url, api_key, self._config.default_tenant, None
         body = self._instance_body()
         if body is None:
@@ -199,16 +272,27 @@ class InstanceConnection:
             ) from None
         api_key = ca = None
         if spec.apiKeySecretRef is not None:
-            api_key = await self._secret(
-                key[0], spec.apiKeySecretRef.name, spec.apiKeySecretRef.key
-            )
+            ref_key = spec.apiKeySecretRef
+            api_key = await self._secret(key[0], ref_key.name, ref_key.key, labelled=True)
         if spec.caSecretRef is not None:
-            ca = await self._secret(key[0], spec.caSecretRef.name, spec.caSecretRef.key)
+            ref_ca = spec.caSecretRef
+            ca = await self._secret(key[0], ref_ca.name, ref_ca.key, labelled=True)
         return spec.url, api_key, spec.tenant, ca
 
-    async def _secret(self, namespace: str, name: str, key: str) -> str:
+    async def _secret(self, namespace: str, name: str, key: str, *, labelled: bool) -> str:
         try:
-            return await self._kube.read_secret_key(namespace, name, key)
+            secret = await self._kube.read_secret(namespace, name)
+            if labelled and secret.labels.get(CREDENTIALS_LABEL) != "true":
+                raise Unobservable(
+                    d.Problem(
+                        d.SECRET_NOT_LABELLED,
+                        f"Secret {namespace}/{name} is not labelled {CREDENTIALS_LABEL}=true, so "
+                        "the operator does not read it (a FelderaInstance chooses where its key "
+                        f"is sent): kubectl label secret {name} -n {namespace} "
+                        f"{CREDENTIALS_LABEL}=true",
+                    )
+                )
+            return secret.value(key)
         except SecretMissing as e:
             raise Unobservable(d.Problem(d.SECRET_NOT_FOUND, str(e))) from None
         except KubeError as e:

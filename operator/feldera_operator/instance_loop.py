@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from feldera_operator import decision as d
-from feldera_operator.feldera_client import FelderaError
+from feldera_operator.feldera_client import FelderaClientClosed, FelderaError
 from feldera_operator.instance_connection import FelderaApi, Unobservable
 from feldera_operator.observation import problem_from_error
 from feldera_operator.records import BACKOFF_FIRST, InstanceState
@@ -66,7 +66,7 @@ class InstanceObserver:
         client: FelderaApi | None = None
         connection = hub.connection(state.key)
         try:
-            client = await connection.client()
+            client = await connection.client(refresh=True)  # the Secrets are read once a period
             if connection.fresh:
                 connection.fresh = False
                 state.connected = False
@@ -76,7 +76,10 @@ class InstanceObserver:
             state.connected = True
         except Unobservable as e:
             problem = e.problem
+        except FelderaClientClosed:
+            return False  # replaced while this pass began: the next pass uses the new one
         except FelderaError as e:
+            connection.failed(e)
             problem = problem_from_error(e, instance=state.label)
         body = hub.instance_objects.get(state.key)
         if problem is not None:

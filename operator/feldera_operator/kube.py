@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import kubernetes
@@ -42,6 +43,27 @@ class SecretMissing(KubeError):
     """The Secret, or the key in it, does not exist."""
 
 
+@dataclass(frozen=True)
+class SecretData:
+    """A Secret's labels and its data (base64, as the API serves it). `repr` shows no data."""
+
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+    data: Mapping[str, str] = field(repr=False)
+
+    def value(self, key: str) -> str:
+        """The decoded value of one key. Never logged, never put in an error."""
+        if key not in self.data:
+            raise SecretMissing(f"Secret {self.namespace}/{self.name} has no key {key!r}", 404)
+        try:
+            return base64.b64decode(self.data[key], validate=True).decode().strip()
+        except (binascii.Error, UnicodeDecodeError):
+            raise KubeError(
+                f"Secret {self.namespace}/{self.name} key {key!r} is not valid base64 text"
+            ) from None
+
+
 class KubeClient(Protocol):
     """The operator's own Kubernetes calls (`KubeApi`; a fake in the reconciler's unit tests)."""
 
@@ -53,7 +75,7 @@ class KubeClient(Protocol):
         self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
     ) -> dict[str, Any]: ...
 
-    async def read_secret_key(self, namespace: str, name: str, key: str) -> str: ...
+    async def read_secret(self, namespace: str, name: str) -> SecretData: ...
 
     async def post_event(
         self, involved: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
@@ -113,23 +135,21 @@ class KubeApi:
             _content_type=MERGE_PATCH,
         )
 
-    async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
-        """The decoded value of one key of a Secret. Never logged, never put in an error."""
+    async def read_secret(self, namespace: str, name: str) -> SecretData:
+        """A Secret's labels and data. Its values are never logged, never put in an error."""
         try:
             secret = await self._call(self._core.read_namespaced_secret, name, namespace)
         except KubeError as e:
             if e.status == 404:
                 raise SecretMissing(f"Secret {namespace}/{name} not found", 404) from None
             raise
-        data = secret.get("data") or {}
-        if key not in data:
-            raise SecretMissing(f"Secret {namespace}/{name} has no key {key!r}", 404)
-        try:
-            return base64.b64decode(data[key], validate=True).decode().strip()
-        except (binascii.Error, UnicodeDecodeError):
-            raise KubeError(
-                f"Secret {namespace}/{name} key {key!r} is not valid base64 text"
-            ) from None
+        meta = secret.get("metadata") or {}
+        return SecretData(
+            namespace=namespace,
+            name=name,
+            labels=dict(meta.get("labels") or {}),
+            data=dict(secret.get("data") or {}),
+        )
 
     async def post_event(
         self,

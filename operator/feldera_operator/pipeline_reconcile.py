@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from feldera_operator import decision as d
 from feldera_operator import metrics
 from feldera_operator.events import action_reason
-from feldera_operator.feldera_client import FelderaError, FelderaNotDeployed
+from feldera_operator.feldera_client import FelderaClientClosed, FelderaError, FelderaNotDeployed
 from feldera_operator.instance_connection import FelderaApi, Unobservable
 from feldera_operator.models import FelderaPipeline
 from feldera_operator.observation import observed_pipeline, problem_from_error
@@ -53,11 +53,16 @@ class PipelineReconciler:
             client: FelderaApi | None = None
             observation: d.Observation
             try:
-                client = await hub.connection(record.instance).client()
-                observation = await self.observe(record, client)
-            except Unobservable as e:
-                observation = e.problem
-            await self._apply_locked(record, observation, client, None)
+                try:
+                    client = await hub.connection(record.instance).client()
+                    observation = await self.observe(record, client)
+                except Unobservable as e:
+                    observation = e.problem
+                await self._apply_locked(record, observation, client, None)
+            except FelderaClientClosed:
+                # The client was replaced (a rotated key, an edited instance) and closed under
+                # this reconcile: nothing was sent; look again at once with the new one.
+                self.schedule_followup(record, FOLLOWUP_FIRST)
 
     async def reconcile_from(
         self,
@@ -73,11 +78,14 @@ class PipelineReconciler:
             await self.apply_invalid(record)
             return
         observation: d.Observation
-        if pipeline is None:
-            observation = not_found(record)
-        else:
-            observation = await self.with_stats(client, record.pipeline_name, pipeline)
-        await self.apply(record, observation, client, snapshot)
+        try:
+            if pipeline is None:
+                observation = not_found(record)
+            else:
+                observation = await self.with_stats(client, record.pipeline_name, pipeline)
+            await self.apply(record, observation, client, snapshot)
+        except FelderaClientClosed:
+            self.schedule_followup(record, FOLLOWUP_FIRST)  # as in reconcile_now
 
     async def unobservable(
         self, record: PipelineRecord, problem: d.Problem, snapshot: float
@@ -97,7 +105,10 @@ class PipelineReconciler:
         try:
             pipeline = await client.get_pipeline(record.pipeline_name, "status")
             return await self.with_stats(client, record.pipeline_name, pipeline)
+        except FelderaClientClosed:
+            raise
         except FelderaError as e:
+            self._hub.connection(record.instance).failed(e)
             label = self._hub.instance_state(record.instance).label
             problem = problem_from_error(e, instance=label)
             return not_found(record) if problem.reason == d.PIPELINE_NOT_FOUND else problem
@@ -112,6 +123,8 @@ class PipelineReconciler:
                 stats = await client.stats(name)
         except FelderaNotDeployed:
             return observed_pipeline(pipeline)  # it left Running/Paused since the list call
+        except FelderaClientClosed:
+            raise
         except FelderaError as e:
             return observed_pipeline(
                 pipeline, stats_problem=problem_from_error(e, instance=client.base_url)
@@ -236,7 +249,10 @@ class PipelineReconciler:
                 # It left Running/Paused since it was observed: the follow-up will see it.
                 log.info("%s: %s deferred: pipeline not deployed", record.label, action.describe())
                 continue
+            except FelderaClientClosed:
+                raise
             except FelderaError as e:
+                hub.connection(record.instance).failed(e)
                 problem = problem_from_error(e, instance=client.base_url)
                 log.warning("%s: %s failed: %s", record.label, action.describe(), problem.message)
                 # Retried every period while it lasts (a read-only key, Feldera down): one Event
@@ -267,12 +283,14 @@ class PipelineReconciler:
 
     # ------------------------------------------------------------------ follow-ups
 
-    def schedule_followup(self, record: PipelineRecord) -> None:
+    def schedule_followup(self, record: PipelineRecord, delay: float | None = None) -> None:
+        """Reconcile the resource again after a growing delay (or after `delay`)."""
         hub = self._hub
         if record.followup is not None or hub.closing:
             return
-        delay = record.followup_delay
-        record.followup_delay = min(delay * 2, hub.config.period)
+        if delay is None:
+            delay = record.followup_delay
+            record.followup_delay = min(delay * 2, hub.config.period)
 
         def fire() -> None:
             record.followup = None

@@ -22,6 +22,7 @@ from typing import Any
 from feldera_operator import decision as d
 from feldera_operator.config import OperatorConfig
 from feldera_operator.feldera_client import (
+    FelderaClientClosed,
     FelderaConfig,
     FelderaError,
     FelderaNotDeployed,
@@ -31,7 +32,7 @@ from feldera_operator.feldera_client import (
     Selector,
 )
 from feldera_operator.instance_connection import ClientSettings
-from feldera_operator.kube import KubeError, SecretMissing
+from feldera_operator.kube import KubeError, SecretData, SecretMissing
 from feldera_operator.reconciler import Reconciler
 
 API_VERSION = "feldera.dev/v1alpha1"
@@ -146,6 +147,9 @@ class FakeKube:
         status: dict[str, Any] = self.objects[(plural, namespace, name)].get("status") or {}
         return status
 
+    def count(self, call: str) -> int:
+        return sum(1 for c in self.calls if c[0] == call)
+
     def status_writes(self, name: str) -> int:
         return sum(1 for c in self.calls if c[0] == "patch_status" and c[3] == name)
 
@@ -191,20 +195,18 @@ class FakeKube:
             del self.objects[(plural, namespace, name)]
         return copy.deepcopy(obj)
 
-    async def read_secret(self, namespace: str, name: str) -> dict[str, Any]:
+    async def read_secret(self, namespace: str, name: str) -> SecretData:
         self.calls.append(("read_secret", namespace, name))
         await self._enter("read_secret")
         secret = self.secrets.get((namespace, name))
         if secret is None:
             raise SecretMissing(f"Secret {namespace}/{name} not found", 404)
-        return copy.deepcopy(secret)
-
-    async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
-        secret = await self.read_secret(namespace, name)
-        data = secret.get("data") or {}
-        if key not in data:
-            raise SecretMissing(f"Secret {namespace}/{name} has no key {key!r}", 404)
-        return base64.b64decode(data[key]).decode().strip()
+        return SecretData(
+            namespace=namespace,
+            name=name,
+            labels=dict(secret["metadata"]["labels"]),
+            data=dict(secret["data"]),
+        )
 
     async def post_event(
         self, involved: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
@@ -325,7 +327,7 @@ class FakeFeldera:
     # -- the calls
     async def call(self, client: FakeFelderaClient, op: str, *args: str) -> None:
         if client.closed:
-            raise RuntimeError("FelderaClient is closed")
+            raise FelderaClientClosed("the client is closed; nothing was sent", endpoint=op)
         self.calls.append((op, *args))
         self.times.append(asyncio.get_running_loop().time())
         if self.on_call is not None:

@@ -30,6 +30,7 @@ from feldera_operator.feldera_client import (
     FelderaAuthError,
     FelderaBadRequest,
     FelderaClient,
+    FelderaClientClosed,
     FelderaError,
     FelderaForbidden,
     FelderaNotDeployed,
@@ -704,8 +705,9 @@ async def test_owned_session_is_closed_and_client_refuses_further_calls(
     await c.config()
     await c.close()
     await c.close()  # idempotent
-    with pytest.raises(RuntimeError):
+    with pytest.raises(FelderaClientClosed) as info:
         await c.config()
+    assert isinstance(info.value, FelderaError) and info.value.retryable
 
 
 async def test_given_session_is_used_and_left_open(fake: FakeFeldera) -> None:

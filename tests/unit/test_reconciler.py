@@ -4,8 +4,14 @@ calls in Feldera and what it writes to Kubernetes for each watch event and obser
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from feldera_operator.feldera_client import FelderaForbidden, FelderaUnreachable
+from feldera_operator.config import SecretRef
+from feldera_operator.feldera_client import (
+    FelderaAuthError,
+    FelderaForbidden,
+    FelderaUnreachable,
+)
 
 from .reconciler_fakes import (
     FakeClock,
@@ -14,6 +20,7 @@ from .reconciler_fakes import (
     add_pipeline,
     condition,
     deliver,
+    instance_body,
     make_reconciler,
     observe_pass,
     pipeline_body,
@@ -193,4 +200,129 @@ async def test_a_spec_change_waiting_for_the_lock_acts_on_a_fresh_observation() 
     await asyncio.gather(passing, changing)
     # Not start?initial=paused from the Stopped it saw before the lock (Feldera: 400); pause.
     assert feldera.actions() == [("start", "orders", "running"), ("pause", "orders")]
+    await r.close()
+
+
+# ----------------------------------------------------------------------------- the connection
+
+KEY = "apikey:" + "k" * 128
+NEW_KEY = "apikey:" + "n" * 128
+CREDENTIALS = {"feldera.dev/credentials": "true"}
+
+
+def with_instance(kube: FakeKube, labels: dict[str, str] | None = CREDENTIALS) -> dict[str, Any]:
+    kube.add_secret("default", "feldera-key", {"apiKey": KEY}, labels=labels)
+    body = instance_body(
+        "prod", url="http://prod.test", apiKeySecretRef={"name": "feldera-key", "key": "apiKey"}
+    )
+    return kube.add("felderainstances", body)
+
+
+async def test_concurrent_callers_share_one_rebuilt_client_and_the_old_closes_after_a_grace() -> (
+    None
+):
+    kube, feldera = FakeKube(), FakeFeldera()
+    r = make_reconciler(kube, feldera, request_timeout=0.2)
+    await r.on_instance_event("ADDED", with_instance(kube))
+    connection = r.connection(("default", "prod"))
+    old = await connection.client()
+    kube.add_secret("default", "feldera-key", {"apiKey": NEW_KEY}, labels=CREDENTIALS)
+    connection.invalidate()  # a key rotation seen by a pass or a 401
+    clients = await asyncio.gather(*(connection.client() for _ in range(5)))
+    assert len({id(c) for c in clients}) == 1
+    assert clients[0] is not old and clients[0].settings.api_key == NEW_KEY
+    assert len(feldera.clients) == 2  # one per key, none orphaned
+    assert not old.closed  # requests in flight on it may finish...
+    await until(lambda: old.closed, within=2, what="the old client closed")  # ...then it closes
+    await r.close()
+    assert all(c.closed for c in feldera.clients)
+
+
+async def test_a_reconcile_whose_client_is_closed_under_it_retries_with_the_new_one() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running", inputs={"orders.live": True})
+    r = make_reconciler(kube, feldera)
+    await r.on_instance_event("ADDED", with_instance(kube))
+    connection = r.connection(("default", "prod"))
+    spec = {"instanceRef": {"name": "prod"}, "inputs": [{"table": "orders", "connector": "live"}]}
+    await add_pipeline(r, kube, pipeline_body("orders", **spec), event=None)
+    first = await connection.client()  # a pass begins with it...
+    kube.add_secret("default", "feldera-key", {"apiKey": NEW_KEY}, labels=CREDENTIALS)
+    connection.invalidate()
+    second = await connection.client()  # ...the key is rotated meanwhile...
+    first.closed = True  # ...and the pass is still at work when the old client's grace is over
+    await r.reconcile.reconcile_from(
+        r.pipelines[("default", "orders")], feldera.pipelines["orders"].render(), first, 0.0
+    )
+    await until(
+        lambda: ready(kube.status_of(PLURAL, "orders")).get("status") == "True",
+        what="Ready through the new client",
+    )
+    assert ("input", "orders", "orders.live", "start") in feldera.calls
+    assert len(feldera.clients) == 2 and feldera.clients[1] is second
+    await r.close()
+
+
+async def test_the_api_key_secret_is_read_once_per_period_not_per_reconcile() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    await r.on_instance_event("ADDED", with_instance(kube))
+    spec = {"instanceRef": {"name": "prod"}}
+    await add_pipeline(r, kube, pipeline_body("orders", **spec))
+    for _ in range(5):
+        await r.reconcile_now(("default", "orders"))
+    assert kube.count("read_secret") == 1
+    await observe_pass(r, ("default", "prod"))  # a period: read again (a rotated key is seen)
+    assert kube.count("read_secret") == 2
+    await r.close()
+
+
+async def test_a_rejected_key_is_read_again_at_once() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    await r.on_instance_event("ADDED", with_instance(kube))
+    await add_pipeline(r, kube, pipeline_body("orders", instanceRef={"name": "prod"}))
+    reads = kube.count("read_secret")
+    feldera.fail(
+        "get", FelderaAuthError("bad key", endpoint="GET /v0/pipelines/orders", status=401)
+    )
+    await r.reconcile_now(("default", "orders"))
+    assert ready(kube.status_of(PLURAL, "orders"))["reason"] == "CredentialsRejected"
+    await r.reconcile_now(("default", "orders"))
+    assert kube.count("read_secret") == reads + 1
+    assert ready(kube.status_of(PLURAL, "orders"))["status"] == "True"
+    await r.close()
+
+
+async def test_a_secret_without_the_credentials_label_is_never_used() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    await r.on_instance_event("ADDED", with_instance(kube, labels={}))
+    await add_pipeline(r, kube, pipeline_body("orders", instanceRef={"name": "prod"}))
+    status = kube.status_of(PLURAL, "orders")
+    assert ready(status)["reason"] == "SecretNotLabelled"
+    message = ready(status)["message"]
+    assert "feldera.dev/credentials=true" in message and "kubectl label secret" in message
+    assert condition(status, "Stalled")["status"] == "True"
+    assert feldera.clients == []  # the key never left for the instance's URL
+    await observe_pass(r, ("default", "prod"))
+    instance_status = kube.status_of("felderainstances", "prod")
+    assert ready(instance_status)["reason"] == "SecretNotLabelled"
+    assert KEY not in repr(kube.objects) + repr(kube.events)
+    await r.close()
+
+
+async def test_the_default_instance_secret_needs_no_label() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    kube.add_secret("feldera-system", "feldera-key", {"apiKey": KEY})  # no label
+    r = make_reconciler(
+        kube, feldera, default_api_key=SecretRef("feldera-system", "feldera-key", "apiKey")
+    )
+    await add_pipeline(r, kube, pipeline_body("orders"))
+    assert ready(kube.status_of(PLURAL, "orders"))["status"] == "True"
+    assert feldera.clients[0].settings.api_key == KEY
     await r.close()
