@@ -47,6 +47,9 @@ DUPLICATE_CONNECTOR = "DuplicateConnector"
 FELDERA_UNREACHABLE = "FelderaUnreachable"
 FELDERA_ERROR = "FelderaError"
 
+# Deleting with deletionPolicy Stop, and the stop cannot be made yet (the message says why).
+DELETION_BLOCKED = "DeletionBlocked"
+
 # Progress: Reconciling=True while Feldera follows an action or finishes a transition.
 COMPILING = "Compiling"
 STARTING = "Starting"
@@ -774,6 +777,32 @@ def invalid_spec_status(
         synced=(True, SYNCED, "nothing to send to Feldera"),
         reconciling=(False, INVALID_SPEC, message),
         stalled=(True, INVALID_SPEC, message),
+    )
+    return previous
+
+
+def deletion_blocked_status(
+    problem: Problem, *, generation: int, previous_status: Mapping[str, Any] | None, now: str
+) -> dict[str, Any]:
+    """A resource being deleted whose pipeline cannot be stopped yet (deletionPolicy Stop): the
+    deletion waits, retried; the status says on what. What was observed is kept."""
+    previous = dict(previous_status or {})
+    previous["observedGeneration"] = generation
+    message = f"deletion waits for the pipeline to stop (deletionPolicy: Stop): {problem.message}"
+    stalled = problem.reason in STALLED_REASONS
+    synced = problem.reason not in SYNC_FAILURE_REASONS
+    previous["conditions"] = _conditions(
+        previous.get("conditions"),
+        generation=generation,
+        now=now,
+        ready=(False, DELETION_BLOCKED, message),
+        synced=(
+            synced,
+            SYNCED if synced else problem.reason,
+            "last round trip to Feldera succeeded" if synced else problem.message,
+        ),
+        reconciling=(not stalled, DELETION_BLOCKED, message),
+        stalled=(stalled, DELETION_BLOCKED, message),
     )
     return previous
 

@@ -42,7 +42,7 @@ class PipelineReconciler:
         """Observe and reconcile one resource immediately (spec change, or a follow-up)."""
         hub = self._hub
         record = hub.pipelines.get(key)
-        if record is None or not hub.leading.is_set():
+        if record is None or record.deleting is not None or not hub.leading.is_set():
             return
         if record.spec is None:
             await self.apply_invalid(record)
@@ -153,6 +153,8 @@ class PipelineReconciler:
         hub = self._hub
         if hub.pipelines.get(record.key) is not record or record.spec is None:
             return
+        if record.deleting is not None:
+            return  # being deleted: only the finalizer acts on it now
         if snapshot is not None and record.last_reconciled > snapshot:
             return
         started = time.monotonic()
@@ -294,12 +296,7 @@ class PipelineReconciler:
 
         def fire() -> None:
             record.followup = None
-            if record.deleting is not None:
-                # A stop on deletion that failed: retry it. A reconcile would not, and no watch
-                # event may come to retry it either: the resource would stay Terminating.
-                hub.spawn(hub.deletion.finalize(record, record.deleting))
-            else:
-                hub.spawn(self.reconcile_now(record.key))
+            hub.spawn(self.reconcile_now(record.key))
 
         record.followup = asyncio.get_running_loop().call_later(delay, fire)
 

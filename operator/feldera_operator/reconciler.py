@@ -83,6 +83,7 @@ class Reconciler:
         self.deletion = Finalizer(self)
         self.observer = InstanceObserver(self)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.started = time.monotonic()
         # Set while this replica may act (always, without leader election).
         self.leading = asyncio.Event()
         self.spawn(self._lead())
@@ -92,6 +93,10 @@ class Reconciler:
         metrics.LEADER.set(1)
         for state in self.instances.values():
             state.wake.set()
+        # Deletions that arrived while this replica was standby: nobody else will finish them.
+        for record in list(self.pipelines.values()):
+            if record.deleting is not None:
+                self.spawn(self.deletion.finalize(record))
 
     def status_snapshot(self) -> list[tuple[str, Mapping[str, Any]]]:
         """(kind, status) of every resource, for the metrics gauge."""
@@ -105,9 +110,9 @@ class Reconciler:
         meta = body.get("metadata") or {}
         key: ObjKey = (meta.get("namespace") or "default", meta["name"])
         if event_type == "DELETED":
-            record = self.pipelines.pop(key, None)
-            if record and record.followup:
-                record.followup.cancel()
+            record = self.pipelines.get(key)
+            if record is not None:
+                self.forget(record)
             return
 
         record = self.pipelines.get(key)
@@ -125,12 +130,12 @@ class Reconciler:
             # Ready before this process started: a difference found now is drift, not a change.
             record.ready_generation = generation
         instance = self.instance_state(record.instance)
-
+        if meta.get("deletionTimestamp"):
+            record.deleting = body  # kept by a standby too: it finalizes once it leads
         if not self.leading.is_set():
             return  # a standby replica only keeps its cache warm
-        if meta.get("deletionTimestamp"):
-            record.deleting = body
-            await self.deletion.finalize(record, body)
+        if record.deleting is not None:
+            await self.deletion.finalize(record)
             return
         await self.deletion.sync(record, body)
 
@@ -186,6 +191,15 @@ class Reconciler:
         record.pipeline_name = pipeline_name
         ns = record.key[0]
         record.instance = (ns, spec.instanceRef.name) if spec.instanceRef else DEFAULT_INSTANCE
+
+    def forget(self, record: PipelineRecord) -> None:
+        """The resource is gone: no more follow-ups, retries or actions for it."""
+        if self.pipelines.get(record.key) is record:
+            del self.pipelines[record.key]
+        if record.followup is not None:
+            record.followup.cancel()
+            record.followup = None
+        self.deletion.cancel_retry(record)
 
     # ------------------------------------------------------------------ instances
 
@@ -248,6 +262,7 @@ class Reconciler:
         for record in self.pipelines.values():
             if record.followup:
                 record.followup.cancel()
+            self.deletion.cancel_retry(record)
         tasks = [s.task for s in self.instances.values() if s.task] + list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -42,8 +42,12 @@ class PipelineRecord:
     followup: asyncio.TimerHandle | None = None
     followup_delay: float = FOLLOWUP_FIRST
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # The last body seen with a deletionTimestamp: a follow-up then retries the finalizer.
+    # The last body seen with a deletionTimestamp: the resource is being deleted, and is no
+    # longer reconciled; with the finalizer, the stop is retried until it is done.
     deleting: Mapping[str, Any] | None = None
+    deletion_retry: asyncio.TimerHandle | None = None
+    deletion_backoff: float = BACKOFF_FIRST
+    deletion_cause: str | None = None  # why the stop on deletion waits, as last logged
     # The action and reason of the last ActionFailed Event: not posted again while it recurs.
     failure_reported: str | None = None
 

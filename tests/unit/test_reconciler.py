@@ -4,14 +4,19 @@ calls in Feldera and what it writes to Kubernetes for each watch event and obser
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
+
+import pytest
 
 from feldera_operator.config import SecretRef
 from feldera_operator.feldera_client import (
     FelderaAuthError,
     FelderaForbidden,
+    FelderaNotFound,
     FelderaUnreachable,
 )
+from feldera_operator.reconciler import Reconciler
 
 from .reconciler_fakes import (
     FakeClock,
@@ -325,4 +330,151 @@ async def test_the_default_instance_secret_needs_no_label() -> None:
     await add_pipeline(r, kube, pipeline_body("orders"))
     assert ready(kube.status_of(PLURAL, "orders"))["status"] == "True"
     assert feldera.clients[0].settings.api_key == KEY
+    await r.close()
+
+
+# ----------------------------------------------------------------------------- deletion
+
+FINALIZER = "feldera.dev/stop-pipeline"
+
+
+async def delete(r: Reconciler, kube: FakeKube, name: str) -> None:
+    """What `kubectl delete` does to a resource with a finalizer, and the watch event."""
+    kube.objects[(PLURAL, "default", name)]["metadata"]["deletionTimestamp"] = (
+        "2026-01-01T01:00:00Z"
+    )
+    await deliver(r, kube, name)
+
+
+def finalizers(kube: FakeKube, name: str) -> list[str] | None:
+    obj = kube.objects.get((PLURAL, "default", name))
+    return None if obj is None else list(obj["metadata"].get("finalizers") or [])
+
+
+async def test_deletion_with_stop_policy_stops_the_pipeline_then_releases_the_resource() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(r, kube, pipeline_body("orders", deletionPolicy="Stop"))
+    assert finalizers(kube, "orders") == [FINALIZER]
+    await delete(r, kube, "orders")
+    assert feldera.actions() == [("stop", "orders")]
+    assert finalizers(kube, "orders") is None  # gone
+    assert ("PipelineStopped", False) in [(e.reason, e.warning) for e in kube.events_of("orders")]
+    await r.close()
+
+
+async def test_deletion_after_the_felderainstance_was_deleted_releases_with_a_warning() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    instance = with_instance(kube)
+    await r.on_instance_event("ADDED", instance)
+    spec = {"instanceRef": {"name": "prod"}, "deletionPolicy": "Stop"}
+    await add_pipeline(r, kube, pipeline_body("orders", **spec))
+    # Deleting a namespace (or a directory of manifests) removes the instance first.
+    await r.on_instance_event("DELETED", instance)
+    await delete(r, kube, "orders")
+    assert finalizers(kube, "orders") is None
+    warnings = [e for e in kube.events_of("orders") if e.warning]
+    assert [e.reason for e in warnings] == ["StopSkipped"]
+    assert "FelderaInstance" in warnings[0].message and "prod" in warnings[0].message
+    assert feldera.actions() == []
+    await r.close()
+
+
+async def test_deletion_blocked_by_a_missing_secret_says_so_and_retries_until_it_is_back() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    await r.on_instance_event("ADDED", with_instance(kube))
+    spec = {"instanceRef": {"name": "prod"}, "deletionPolicy": "Stop"}
+    await add_pipeline(r, kube, pipeline_body("orders", **spec))
+    del kube.secrets[("default", "feldera-key")]
+    r.connection(("default", "prod")).invalidate()
+    await delete(r, kube, "orders")
+    status = kube.status_of(PLURAL, "orders")
+    assert ready(status)["reason"] == "DeletionBlocked"
+    assert "Secret default/feldera-key not found" in ready(status)["message"]
+    assert finalizers(kube, "orders") == [FINALIZER]
+    with_instance(kube)  # the Secret is back
+    await until(lambda: finalizers(kube, "orders") is None, within=3, what="released")
+    assert feldera.actions() == [("stop", "orders")]
+    await r.close()
+
+
+async def test_a_stop_on_deletion_failing_backs_off_and_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera, period=10.0)
+    await add_pipeline(r, kube, pipeline_body("orders", deletionPolicy="Stop"))
+    feldera.fail("stop", unreachable(), count=2)
+    await delete(r, kube, "orders")
+    await until(lambda: finalizers(kube, "orders") is None, within=6, what="released")
+    gaps = [b - a for a, b in itertools.pairwise(feldera.times_of("stop"))]
+    assert len(gaps) == 2
+    assert gaps[0] >= 0.9 and gaps[1] >= 1.9  # 1 s, 2 s: growing, not reset by each pass
+    blocked = [m for m in caplog.messages if "stop on deletion" in m]
+    assert len(blocked) == 1, blocked  # once per cause, not once per retry
+    await r.close()
+
+
+async def test_only_unknown_pipeline_name_means_the_pipeline_is_gone_on_deletion() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(r, kube, pipeline_body("orders", deletionPolicy="Stop"))
+    # A wrong path prefix answers 404 too, without Feldera's error code: nothing was stopped.
+    feldera.fail("stop", FelderaNotFound("Not Found", endpoint="POST .../stop", status=404))
+    await delete(r, kube, "orders")
+    assert finalizers(kube, "orders") == [FINALIZER]
+    assert ready(kube.status_of(PLURAL, "orders"))["reason"] == "DeletionBlocked"
+    await until(lambda: finalizers(kube, "orders") is None, within=3, what="released")
+    assert feldera.count("stop") == 2
+    await r.close()
+
+
+async def test_a_resource_being_deleted_is_not_reconciled_while_its_stop_waits() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(r, kube, pipeline_body("orders", deletionPolicy="Stop"))
+    feldera.pipelines["orders"].status = feldera.pipelines["orders"].desired = "Stopped"
+    feldera.fail("stop", unreachable())
+    await delete(r, kube, "orders")
+    await observe_pass(r)  # would start it again: the spec says running
+    assert ("start", "orders", "running") not in feldera.calls
+    await r.close()
+
+
+async def test_a_standby_that_becomes_leader_finalizes_what_was_deleted_meanwhile() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    r.leading.clear()
+    body = pipeline_body("orders", deletionPolicy="Stop", finalizers=[FINALIZER], deleting=True)
+    await add_pipeline(r, kube, body)
+    assert feldera.calls == []  # a standby acts on nothing
+    r.leading.set()
+    await until(lambda: finalizers(kube, "orders") is None, what="released by the new leader")
+    assert feldera.actions() == [("stop", "orders")]
+    await r.close()
+
+
+async def test_an_invalid_spec_keeps_the_stop_finalizer_and_deletion_still_stops() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(r, kube, pipeline_body("orders", deletionPolicy="Stop"))
+    stored = kube.objects[(PLURAL, "default", "orders")]
+    stored["metadata"]["generation"] = 2
+    stored["spec"]["inputs"] = [{"table": "orders"}]  # no connector: invalid for the operator
+    await deliver(r, kube, "orders")
+    assert ready(kube.status_of(PLURAL, "orders"))["reason"] == "InvalidSpec"
+    assert finalizers(kube, "orders") == [FINALIZER]
+    await delete(r, kube, "orders")
+    assert feldera.actions() == [("stop", "orders")]
+    assert finalizers(kube, "orders") is None
     await r.close()
