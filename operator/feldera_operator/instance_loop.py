@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from feldera_operator import decision as d
@@ -16,6 +17,7 @@ from feldera_operator.feldera_client import FelderaClientClosed, FelderaError
 from feldera_operator.instance_connection import FelderaApi, Unobservable
 from feldera_operator.observation import problem_from_error
 from feldera_operator.records import BACKOFF_FIRST, InstanceState
+from feldera_operator.status_writer import Written
 
 if TYPE_CHECKING:
     from feldera_operator.reconciler import Reconciler
@@ -41,6 +43,10 @@ class InstanceObserver:
             except Exception:  # a bug must not end observation of a whole instance
                 log.exception("observing %s failed", state.label)
                 healthy = False
+            if hub.drop_instance(state):
+                await hub.connection(state.key).close()
+                hub.connections.pop(state.key, None)
+                return  # nothing refers to it: started again when something does
             if healthy:
                 state.backoff = BACKOFF_FIRST
                 delay = hub.config.period
@@ -59,7 +65,7 @@ class InstanceObserver:
         hub = self._hub
         records = hub.records_of(state.key)
         if not records and state.key not in hub.instance_objects:
-            return True
+            return True  # nothing to observe
         snapshot = time.monotonic()
         problem: d.Problem | None = None
         listing: list[Any] = []
@@ -89,7 +95,7 @@ class InstanceObserver:
                 log.warning("%s: %s: %s", state.label, problem.reason, problem.message)
                 state.problem_logged = problem.reason
             await hub.gather(hub.reconcile.unobservable(r, problem, snapshot) for r in records)
-            await hub.status.write_instance(state, body, problem, None)
+            await self._write_status(state, body, problem, None)
             return problem.reason not in (d.FELDERA_UNREACHABLE, d.FELDERA_ERROR)
         assert client is not None
         if state.problem_logged is not None:
@@ -100,5 +106,19 @@ class InstanceObserver:
             hub.reconcile.reconcile_from(r, by_name.get(r.pipeline_name), client, snapshot)
             for r in records
         )
-        await hub.status.write_instance(state, body, None, len(listing))
+        await self._write_status(state, body, None, len(listing))
         return True
+
+    async def _write_status(
+        self,
+        state: InstanceState,
+        body: Mapping[str, Any] | None,
+        problem: d.Problem | None,
+        pipelines: int | None,
+    ) -> None:
+        hub = self._hub
+        if await hub.status.write_instance(state, body, problem, pipelines) is Written.GONE:
+            # Deleted while its watch event was lost: as if the event had come.
+            log.info("%s: the FelderaInstance is gone", state.label)
+            hub.instance_objects.pop(state.key, None)
+            await hub.connection(state.key).close()

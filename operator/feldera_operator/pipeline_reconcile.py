@@ -232,6 +232,11 @@ class PipelineReconciler:
         written = await self._hub.status.write_pipeline(record, status, ready=ready)
         if written is Written.FAILED:
             self.schedule_followup(record)
+        elif written is Written.GONE:
+            # Deleted while its watch event was lost (kopf re-lists after a 410 and tells event
+            # handlers nothing of what the listing no longer has): forget it, act on it no more.
+            log.info("%s: the resource is gone; forgetting it", record.label)
+            self._hub.forget(record)
 
     async def issue(
         self,

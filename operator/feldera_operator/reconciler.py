@@ -152,6 +152,9 @@ class Reconciler:
         key: ObjKey = (meta.get("namespace") or "default", meta["name"])
         if event_type == "DELETED":
             self.instance_objects.pop(key, None)
+            # Its client goes now; its loop ends after its next pass if nothing refers to it
+            # (pipelines that do are told InstanceNotFound by that pass).
+            await self.connection(key).close()
         else:
             old = self.instance_objects.get(key)
             self.instance_objects[key] = dict(body)
@@ -226,6 +229,15 @@ class Reconciler:
             )
             self.connections[key] = connection
         return connection
+
+    def drop_instance(self, state: InstanceState) -> bool:
+        """End an instance's loop if nothing refers to it any more (True: ended)."""
+        key = state.key
+        if self.records_of(key) or key in self.instance_objects:
+            return False
+        if self.instances.get(key) is state:
+            del self.instances[key]
+        return True
 
     def records_of(self, key: ObjKey) -> list[PipelineRecord]:
         return [r for r in self.pipelines.values() if r.instance == key]

@@ -72,9 +72,9 @@ class StatusWriter:
         body: Mapping[str, Any] | None,
         problem: d.Problem | None,
         pipelines: int | None,
-    ) -> None:
+    ) -> Written:
         if body is None:
-            return
+            return Written.UNCHANGED
         status = d.instance_status(
             problem,
             generation=as_int((body.get("metadata") or {}).get("generation")) or 1,
@@ -84,13 +84,16 @@ class StatusWriter:
             now=self._clock(),
         )
         if not d.status_changed(state.status, status):
-            return
+            return Written.UNCHANGED
         try:
             obj = await self._kube.patch_status(FelderaInstance.PLURAL, *state.key, status)
         except KubeError as e:
+            if e.status == 404:
+                return Written.GONE
             log.warning("%s: status write failed: %s", state.label, e)
-            return
+            return Written.FAILED
         state.status = dict(obj.get("status") or status)
+        return Written.WRITTEN
 
 
 def ready_reason(status: Mapping[str, Any]) -> str | None:

@@ -485,7 +485,18 @@ def make_reconciler(
         clock=clock or FakeClock(),
     )
     reconciler.leading.set()
+    OPEN.append(reconciler)
     return reconciler
+
+
+# Every reconciler made by a test, closed at its end even when the test failed (see the
+# `close_reconcilers` fixture): a reconciler left open keeps its loops and timers running.
+OPEN: list[Reconciler] = []
+
+
+async def close_all() -> None:
+    while OPEN:
+        await OPEN.pop().close()
 
 
 async def observe_pass(reconciler: Reconciler, key: tuple[str, str] = ("", "")) -> bool:

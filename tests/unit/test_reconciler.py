@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from .reconciler_fakes import (
     FakeFeldera,
     FakeKube,
     add_pipeline,
+    close_all,
     condition,
     deliver,
     instance_body,
@@ -34,6 +36,12 @@ from .reconciler_fakes import (
 )
 
 PLURAL = "felderapipelines"
+
+
+@pytest.fixture(autouse=True)
+async def close_reconcilers() -> AsyncIterator[None]:
+    yield
+    await close_all()
 
 
 async def test_a_new_resource_starts_its_stopped_pipeline_and_reports_ready() -> None:
@@ -477,4 +485,50 @@ async def test_an_invalid_spec_keeps_the_stop_finalizer_and_deletion_still_stops
     await delete(r, kube, "orders")
     assert feldera.actions() == [("stop", "orders")]
     assert finalizers(kube, "orders") is None
+    await r.close()
+
+
+async def test_a_resource_deleted_while_the_watch_was_down_is_forgotten_at_its_first_404() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(r, kube, pipeline_body("orders"))
+    del kube.objects[(PLURAL, "default", "orders")]  # its DELETED event lost (410, relist)
+    feldera.pipelines["orders"].status = feldera.pipelines["orders"].desired = "Paused"
+    await observe_pass(r)  # the status write answers 404
+    assert ("default", "orders") not in r.pipelines
+    feldera.calls.clear()
+    feldera.pipelines["orders"].status = feldera.pipelines["orders"].desired = "Paused"
+    await observe_pass(r)
+    assert feldera.actions() == []  # no more actions for a resource that is gone
+    await r.close()
+
+
+async def test_a_deleted_felderainstance_closes_its_client_and_its_loop_ends() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera, loops=True)
+    instance = with_instance(kube)
+    await r.on_instance_event("ADDED", instance)
+    await until(lambda: feldera.count("list") == 1, what="the instance's first pass")
+    state = r.instance_state(("default", "prod"))
+    client = feldera.clients[0]
+    await r.on_instance_event("DELETED", instance)
+    assert client.closed
+    await until(lambda: state.task is not None and state.task.done(), what="its loop ended")
+    assert ("default", "prod") not in r.instances
+    await r.close()
+
+
+async def test_pipelines_of_a_deleted_felderainstance_say_instance_not_found() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    instance = with_instance(kube)
+    await r.on_instance_event("ADDED", instance)
+    await add_pipeline(r, kube, pipeline_body("orders", instanceRef={"name": "prod"}))
+    await r.on_instance_event("DELETED", instance)
+    assert feldera.clients[0].closed
+    await observe_pass(r, ("default", "prod"))
+    assert ready(kube.status_of(PLURAL, "orders"))["reason"] == "InstanceNotFound"
     await r.close()
