@@ -42,6 +42,8 @@ OUTPUT_PAUSE_UNSUPPORTED = "OutputPauseUnsupported"
 INVALID_SPEC = "InvalidSpec"
 # Two spec entries that Kubernetes tells apart and Feldera does not (`orders`, `"orders"`).
 DUPLICATE_CONNECTOR = "DuplicateConnector"
+# An older FelderaPipeline names the same Feldera pipeline: this one is never acted on.
+PIPELINE_CLAIMED = "PipelineClaimed"
 
 # Transient trouble talking to Feldera: Synced=False, retried with backoff.
 FELDERA_UNREACHABLE = "FelderaUnreachable"
@@ -74,6 +76,7 @@ STALLED_REASONS = frozenset(
         OUTPUT_PAUSE_UNSUPPORTED,
         INVALID_SPEC,
         DUPLICATE_CONNECTOR,
+        PIPELINE_CLAIMED,
     }
 )
 # Reasons that mean the round trip to Feldera failed (Synced=False).
@@ -767,16 +770,32 @@ def invalid_spec_status(
     message: str, *, generation: int, previous_status: Mapping[str, Any] | None, now: str
 ) -> dict[str, Any]:
     """A spec the operator cannot act on: say so, act on nothing, keep what was observed."""
+    return not_acted_on_status(
+        INVALID_SPEC, message, generation=generation, previous_status=previous_status, now=now
+    )
+
+
+def not_acted_on_status(
+    reason: str,
+    message: str,
+    *,
+    generation: int,
+    previous_status: Mapping[str, Any] | None,
+    now: str,
+) -> dict[str, Any]:
+    """A resource the operator will not act on until a person changes something (a spec it
+    cannot act on, a pipeline another resource declares): Stalled with `reason`, nothing sent to
+    Feldera, what was observed kept."""
     previous = dict(previous_status or {})
     previous["observedGeneration"] = generation
     previous["conditions"] = _conditions(
         previous.get("conditions"),
         generation=generation,
         now=now,
-        ready=(False, INVALID_SPEC, message),
+        ready=(False, reason, message),
         synced=(True, SYNCED, "nothing to send to Feldera"),
-        reconciling=(False, INVALID_SPEC, message),
-        stalled=(True, INVALID_SPEC, message),
+        reconciling=(False, reason, message),
+        stalled=(True, reason, message),
     )
     return previous
 

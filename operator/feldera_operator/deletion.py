@@ -67,6 +67,13 @@ class Finalizer:
             if FINALIZER not in finalizers:
                 return
             target, why_not = self._target(record, body)
+            others = hub.other_claimants(record)
+            if target is not None and others:
+                # Stopping it would stop what another resource declares running.
+                why_not = (
+                    f"FelderaPipeline {others[0].label} also declares pipeline {target.pipeline!r}"
+                )
+                target = None
             if target is not None:
                 blocked = await self._stop(record, target)
                 if blocked is not None:

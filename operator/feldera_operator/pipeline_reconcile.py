@@ -77,6 +77,8 @@ class PipelineReconciler:
         if record.spec is None:
             await self.apply_invalid(record)
             return
+        if self._hub.owner(record) is not record:
+            pipeline = None  # not observed: it is not this resource's to act on
         observation: d.Observation
         try:
             if pipeline is None:
@@ -155,6 +157,10 @@ class PipelineReconciler:
             return
         if record.deleting is not None:
             return  # being deleted: only the finalizer acts on it now
+        owner = hub.owner(record)
+        if owner is not None and owner is not record:
+            await self._claimed(record, owner)
+            return
         if snapshot is not None and record.last_reconciled > snapshot:
             return
         started = time.monotonic()
@@ -209,6 +215,25 @@ class PipelineReconciler:
         metrics.RECONCILE_SECONDS.labels(kind=FelderaPipeline.KIND).observe(
             time.monotonic() - started
         )
+
+    async def _claimed(self, record: PipelineRecord, owner: PipelineRecord) -> None:
+        """Another (older) resource declares the same Feldera pipeline: acting on both would
+        have them fight every period. This one waits, and says for what."""
+        message = (
+            f"FelderaPipeline {owner.label} (the older) already declares Feldera pipeline "
+            f"{record.pipeline_name!r} on this instance; this resource is not acted on, nor its "
+            "deletionPolicy, until that one is deleted or this one names another pipeline"
+        )
+        status = d.not_acted_on_status(
+            d.PIPELINE_CLAIMED,
+            message,
+            generation=record.generation,
+            previous_status=record.status,
+            now=self._hub.clock(),
+        )
+        record.last_reconciled = time.monotonic()
+        record.reconciled_generation = record.generation
+        await self.write(record, status, (d.PIPELINE_CLAIMED, message))
 
     async def apply_invalid(self, record: PipelineRecord) -> None:
         async with record.lock:

@@ -40,7 +40,13 @@ from feldera_operator.models import (
     FelderaPipelineSpec,
 )
 from feldera_operator.pipeline_reconcile import PipelineReconciler
-from feldera_operator.records import DEFAULT_INSTANCE, InstanceState, ObjKey, PipelineRecord
+from feldera_operator.records import (
+    DEFAULT_INSTANCE,
+    Claim,
+    InstanceState,
+    ObjKey,
+    PipelineRecord,
+)
 from feldera_operator.status_writer import StatusWriter, as_int, now_iso
 
 log = logging.getLogger(__name__)
@@ -75,6 +81,8 @@ class Reconciler:
         self.instance_objects: dict[ObjKey, dict[str, Any]] = {}
         self.instances: dict[ObjKey, InstanceState] = {}
         self.connections: dict[ObjKey, InstanceConnection] = {}
+        # Which resources declare each Feldera pipeline: more than one is a conflict.
+        self.claims: dict[Claim, set[ObjKey]] = {}
         self.closing = False
         self.semaphore = asyncio.Semaphore(config.concurrency)
         self.events = EventRecorder(kube)
@@ -117,7 +125,11 @@ class Reconciler:
 
         record = self.pipelines.get(key)
         if record is None or record.ref["metadata"].get("uid") != meta.get("uid"):
-            record = PipelineRecord(key=key, ref=_ref(body))
+            if record is not None:
+                self.forget(record)  # deleted and created again under the same name
+            record = PipelineRecord(
+                key=key, ref=_ref(body), created=str(meta.get("creationTimestamp") or "")
+            )
             self.pipelines[key] = record
         rv = as_int(meta.get("resourceVersion"))
         if rv >= record.resource_version:
@@ -125,7 +137,9 @@ class Reconciler:
             record.status = dict(body.get("status") or {})
         generation = as_int(meta.get("generation")) or 1
         if generation != record.generation or (record.spec is None and not record.spec_error):
+            before = record.claim
             self._load_spec(record, body, generation)
+            self._update_claim(record, before)
         if record.ready_generation is None and _ready_for(record.status, generation):
             # Ready before this process started: a difference found now is drift, not a change.
             record.ready_generation = generation
@@ -199,10 +213,44 @@ class Reconciler:
         """The resource is gone: no more follow-ups, retries or actions for it."""
         if self.pipelines.get(record.key) is record:
             del self.pipelines[record.key]
+            self._update_claim(record, record.claim, gone=True)
         if record.followup is not None:
             record.followup.cancel()
             record.followup = None
         self.deletion.cancel_retry(record)
+
+    # ------------------------------------------------------------------ claims
+
+    def owner(self, record: PipelineRecord) -> PipelineRecord | None:
+        """The resource that acts on the pipeline `record` declares: the oldest of those that
+        declare it (creationTimestamp, then namespace/name)."""
+        claim = record.claim
+        if claim is None:
+            return None
+        claimants = [self.pipelines[k] for k in self.claims.get(claim, ()) if k in self.pipelines]
+        return min(claimants, key=lambda r: r.seniority, default=None)
+
+    def other_claimants(self, record: PipelineRecord) -> list[PipelineRecord]:
+        claim = record.claim
+        keys = self.claims.get(claim, set()) if claim is not None else set()
+        return [self.pipelines[k] for k in sorted(keys) if k != record.key and k in self.pipelines]
+
+    def _update_claim(
+        self, record: PipelineRecord, before: Claim | None, gone: bool = False
+    ) -> None:
+        after = None if gone else record.claim
+        if before == after:
+            return
+        if before is not None:
+            keys = self.claims.get(before, set())
+            keys.discard(record.key)
+            if not keys:
+                self.claims.pop(before, None)
+            for key in keys:
+                # Whoever waited on this resource may act now: look at once.
+                self.spawn(self.reconcile.reconcile_now(key))
+        if after is not None:
+            self.claims.setdefault(after, set()).add(record.key)
 
     # ------------------------------------------------------------------ instances
 

@@ -39,6 +39,7 @@ class PipelineRecord:
     ready_generation: int | None = None
     last_reconciled: float = 0.0  # monotonic; 0 = never
     registered: float = field(default_factory=time.monotonic)  # when first seen
+    created: str = ""  # metadata.creationTimestamp: the older of two claimants wins
     followup: asyncio.TimerHandle | None = None
     followup_delay: float = FOLLOWUP_FIRST
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -54,6 +55,18 @@ class PipelineRecord:
     @property
     def label(self) -> str:
         return f"{self.key[0]}/{self.key[1]}"
+
+    @property
+    def claim(self) -> Claim | None:
+        """The Feldera pipeline this resource declares (None while its spec is unusable)."""
+        return (self.instance, self.pipeline_name) if self.spec is not None else None
+
+    @property
+    def seniority(self) -> tuple[str, ObjKey]:
+        return (self.created, self.key)
+
+
+Claim = tuple[ObjKey, str]  # (instance, pipeline name)
 
 
 @dataclass

@@ -532,3 +532,66 @@ async def test_pipelines_of_a_deleted_felderainstance_say_instance_not_found() -
     await observe_pass(r, ("default", "prod"))
     assert ready(kube.status_of(PLURAL, "orders"))["reason"] == "InstanceNotFound"
     await r.close()
+
+
+# ------------------------------------------------------------------ two resources, one pipeline
+
+
+async def test_the_younger_of_two_resources_naming_one_pipeline_is_stalled_and_never_acted_on() -> (
+    None
+):
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    older = pipeline_body("a", pipelineName="orders", created="2026-01-01T00:00:00Z")
+    younger = pipeline_body("b", pipelineName="orders", paused=True, created="2026-01-02T00:00:00Z")
+    await add_pipeline(r, kube, older)
+    await add_pipeline(r, kube, younger)
+    for _ in range(3):
+        await observe_pass(r)
+    assert feldera.actions() == []  # no fight: b's paused is never applied
+    status = kube.status_of(PLURAL, "b")
+    assert ready(status)["reason"] == "PipelineClaimed"
+    assert "default/a" in ready(status)["message"]
+    assert condition(status, "Stalled")["status"] == "True"
+    assert ready(kube.status_of(PLURAL, "a"))["status"] == "True"
+    assert [e.reason for e in kube.events_of("b")] == ["PipelineClaimed"]
+    await r.close()
+
+
+async def test_deleting_the_younger_claimant_with_stop_policy_does_not_stop_the_pipeline() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(r, kube, pipeline_body("a", pipelineName="orders"))
+    younger = pipeline_body(
+        "b", pipelineName="orders", deletionPolicy="Stop", created="2026-01-02T00:00:00Z"
+    )
+    await add_pipeline(r, kube, younger)
+    await delete(r, kube, "b")
+    assert feldera.actions() == []
+    assert finalizers(kube, "b") is None
+    await r.close()
+
+
+async def test_when_the_older_claimant_goes_the_younger_takes_over() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(r, kube, pipeline_body("a", pipelineName="orders"))
+    younger = pipeline_body("b", pipelineName="orders", paused=True, created="2026-01-02T00:00:00Z")
+    await add_pipeline(r, kube, younger)
+    await r.on_pipeline_event("DELETED", kube.objects.pop((PLURAL, "default", "a")))
+    await until(lambda: ("pause", "orders") in feldera.calls, what="b acted on")
+    await r.close()
+
+
+async def test_claims_tie_on_creation_time_go_to_the_first_name() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(r, kube, pipeline_body("b", pipelineName="orders", paused=True))
+    await add_pipeline(r, kube, pipeline_body("a", pipelineName="orders"))
+    await observe_pass(r)
+    assert ready(kube.status_of(PLURAL, "b"))["reason"] == "PipelineClaimed"
+    await r.close()
