@@ -44,6 +44,10 @@ INVALID_SPEC = "InvalidSpec"
 DUPLICATE_CONNECTOR = "DuplicateConnector"
 # An older FelderaPipeline names the same Feldera pipeline: this one is never acted on.
 PIPELINE_CLAIMED = "PipelineClaimed"
+# Feldera waits for a person to approve a bootstrap (Enterprise).
+AWAITING_APPROVAL = "AwaitingApproval"
+# Started as a standby by someone else: waits to be activated, which the operator never does.
+PIPELINE_STANDBY = "PipelineStandby"
 
 # Transient trouble talking to Feldera: Synced=False, retried with backoff.
 FELDERA_UNREACHABLE = "FelderaUnreachable"
@@ -61,6 +65,8 @@ RESUMING = "Resuming"
 TRANSITIONING = "Transitioning"
 PIPELINE_NOT_DEPLOYED = "PipelineNotDeployed"
 CONNECTORS_PENDING = "ConnectorsPending"
+# Feldera lost the pipeline's runner and brings it back by itself.
+PIPELINE_UNAVAILABLE = "PipelineUnavailable"
 
 STALLED_REASONS = frozenset(
     {
@@ -77,6 +83,8 @@ STALLED_REASONS = frozenset(
         INVALID_SPEC,
         DUPLICATE_CONNECTOR,
         PIPELINE_CLAIMED,
+        AWAITING_APPROVAL,
+        PIPELINE_STANDBY,
     }
 )
 # Reasons that mean the round trip to Feldera failed (Synced=False).
@@ -444,8 +452,29 @@ def _pipeline_step(
             reason = PAUSING if want == "Paused" else RESUMING
             return None, reason, f"pipeline is {status}, becoming {want}"
         return None, CONVERGED, f"pipeline {status} as declared"
-    # Provisioning, Initializing, Bootstrapping, Replaying, AwaitingApproval, Unavailable...
-    # pause/resume are refused until it is deployed; wait.
+    # Not deployed yet: pause/resume are refused until it is; wait, and say for what.
+    if status == "AwaitingApproval":
+        return (
+            None,
+            AWAITING_APPROVAL,
+            "pipeline is AwaitingApproval: Feldera waits for a person to approve its bootstrap "
+            "(the web console, or POST /v0/pipelines/{name}/approve)",
+        )
+    if status == "Standby":
+        return (
+            None,
+            PIPELINE_STANDBY,
+            "pipeline is in Standby: it waits for whoever started it as a standby to activate "
+            "it (POST /v0/pipelines/{name}/activate); the operator does not",
+        )
+    if status == "Unavailable":
+        return (
+            None,
+            PIPELINE_UNAVAILABLE,
+            f"pipeline is Unavailable (desired {desired}): Feldera cannot reach its runner and "
+            "is bringing it back; waiting",
+        )
+    # Provisioning, Initializing, Bootstrapping, Replaying...
     reason = STARTING if status in ("Stopped", "Provisioning", "Initializing") else TRANSITIONING
     return None, reason, f"pipeline is {status} (desired {desired}); waiting"
 

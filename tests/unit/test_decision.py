@@ -90,6 +90,7 @@ CATALOGUE = frozenset(
         d.TRANSITIONING,
         d.PIPELINE_NOT_DEPLOYED,
         d.CONNECTORS_PENDING,
+        d.PIPELINE_UNAVAILABLE,
     }
     | d.STALLED_REASONS
     | d.SYNC_FAILURE_REASONS
@@ -298,14 +299,36 @@ def test_no_pipeline_action_while_provisioning_or_initializing(
     assert cond(decision, "Stalled")["status"] == "False"
 
 
-@pytest.mark.parametrize(
-    "status", ["Unavailable", "AwaitingApproval", "Bootstrapping", "Replaying", "Synchronizing"]
-)
+@pytest.mark.parametrize("status", ["Bootstrapping", "Replaying", "Synchronizing"])
 def test_no_pipeline_action_while_transitioning(status: str) -> None:
     decision = run(make_spec(paused=True), pipeline(status, "Running"))
     assert decision.actions == ()
     assert decision.ready_reason == d.TRANSITIONING
     assert cond(decision, "Reconciling")["status"] == "True"
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "stalled", "says"),
+    [
+        # Waits for a person to approve the bootstrap: only they can move it on.
+        ("AwaitingApproval", d.AWAITING_APPROVAL, True, "approve"),
+        # Waits to be activated by whoever started it as a standby.
+        ("Standby", d.PIPELINE_STANDBY, True, "activate"),
+        # Feldera lost its runner and is bringing it back by itself.
+        ("Unavailable", d.PIPELINE_UNAVAILABLE, False, "runner"),
+    ],
+)
+@pytest.mark.parametrize("desired", ["Running", "Paused", "Standby", "Unavailable"])
+def test_a_pipeline_waiting_on_something_says_what_it_waits_for(
+    status: str, reason: str, stalled: bool, says: str, desired: str
+) -> None:
+    decision = run(make_spec(), pipeline(status, desired))
+    assert decision.actions == ()
+    assert decision.ready_reason == reason
+    assert says in decision.ready_message
+    assert cond_status(decision)["Stalled"] == ("True" if stalled else "False")
+    assert cond_status(decision)["Reconciling"] == ("False" if stalled else "True")
+    assert_well_formed(decision)
 
 
 @pytest.mark.parametrize("status", ["Running", "Paused", "Stopping", "Provisioning", "Suspended"])
@@ -533,9 +556,17 @@ def test_pipeline_action_for_every_state_pair_and_spec_matches_the_state_machine
     assert pipeline_actions(decision) == ([expected] if expected else [])
     assert connector_actions(decision) == []
     assert decision.ready is oracle_ready(status, desired, paused=paused, stopped=stopped)
-    # Compiled program, no error: never Stalled; either Ready or in progress.
-    assert cond_status(decision)["Stalled"] == "False"
-    assert cond_status(decision)["Reconciling"] == ("False" if decision.ready else "True")
+    # Compiled program, no error: never Stalled, either Ready or in progress; except a pipeline
+    # that waits for someone else (approval, activation) while the spec wants it deployed.
+    waits_for_someone = (
+        not stopped
+        and status in ("AwaitingApproval", "Standby")
+        and desired not in ("Stopped", "Suspended")
+    )
+    assert cond_status(decision)["Stalled"] == ("True" if waits_for_someone else "False")
+    assert cond_status(decision)["Reconciling"] == (
+        "False" if decision.ready or waits_for_someone else "True"
+    )
     assert_well_formed(decision)
 
 
