@@ -270,9 +270,12 @@ class PipelineReconciler:
         actions: Iterable[d.Action],
         drift: bool,
     ) -> d.Problem | None:
-        """Issue actions in order; stop at the first failure and return it as a Problem."""
+        """Issue the actions in order, each whatever became of the others (one connector's
+        failure must not keep the rest as they were); the first failure, as a Problem."""
         hub = self._hub
         name = record.pipeline_name
+        first_failure: d.Problem | None = None
+        failures: list[str] = []
         for action in actions:
             try:
                 async with hub.semaphore:
@@ -290,15 +293,16 @@ class PipelineReconciler:
                 # Retried every period while it lasts (a read-only key, Feldera down): one Event
                 # says so; one per retry would be a storm of Events on every such resource.
                 failure = f"{action.describe()}: {problem.reason}"
-                if failure != record.failure_reported:
-                    record.failure_reported = failure
+                failures.append(failure)
+                if failure not in (record.failure_reported or "").split("\n"):
                     await hub.events.post(
                         record.ref,
                         reason="ActionFailed",
                         message=f"{action.describe()}: {problem.message}",
                         warning=True,
                     )
-                return problem
+                first_failure = first_failure or problem
+                continue
             reason = "DriftCorrected" if drift else action_reason(action)
             metrics.ACTIONS.labels(action=action_reason(action)).inc()
             if drift:
@@ -310,8 +314,8 @@ class PipelineReconciler:
             log.info("%s: %s", record.label, message)
             # Posted aside: the next action (or the status) need not wait on the Kubernetes API.
             hub.events.post_aside(record.ref, reason=reason, message=message)
-        record.failure_reported = None
-        return None
+        record.failure_reported = "\n".join(failures) or None
+        return first_failure
 
     # ------------------------------------------------------------------ follow-ups
 

@@ -49,7 +49,8 @@ class PipelineRecord:
     deletion_retry: asyncio.TimerHandle | None = None
     deletion_backoff: float = BACKOFF_FIRST
     deletion_cause: str | None = None  # why the stop on deletion waits, as last logged
-    # The action and reason of the last ActionFailed Event: not posted again while it recurs.
+    # The actions and reasons of the last ActionFailed Events (one a line): not posted again
+    # while they recur.
     failure_reported: str | None = None
 
     @property

@@ -15,6 +15,7 @@ from feldera_operator.feldera_client import (
     FelderaAuthError,
     FelderaForbidden,
     FelderaNotFound,
+    FelderaServerError,
     FelderaUnreachable,
 )
 from feldera_operator.reconciler import Reconciler
@@ -594,4 +595,36 @@ async def test_claims_tie_on_creation_time_go_to_the_first_name() -> None:
     await add_pipeline(r, kube, pipeline_body("a", pipelineName="orders"))
     await observe_pass(r)
     assert ready(kube.status_of(PLURAL, "b"))["reason"] == "PipelineClaimed"
+    await r.close()
+
+
+async def test_one_connector_action_failing_does_not_keep_the_others_from_being_issued() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add(
+        "orders",
+        status="Running",
+        desired="Running",
+        inputs={"orders.live": True, "orders.backfill": True},
+        outputs={"big.sink": True},
+    )
+    feldera.fail(
+        "input",
+        FelderaServerError("boom", endpoint="POST .../live/start", status=500),
+    )
+    r = make_reconciler(kube, feldera)
+    spec = {
+        "inputs": [
+            {"table": "orders", "connector": "live"},
+            {"table": "orders", "connector": "backfill"},
+        ],
+        "outputs": [{"view": "big", "connector": "sink"}],
+    }
+    await add_pipeline(r, kube, pipeline_body("orders", **spec))
+    assert feldera.actions() == [
+        ("input", "orders", "orders.live", "start"),
+        ("input", "orders", "orders.backfill", "start"),
+        ("output", "orders", "big.sink", "start"),
+    ]
+    assert feldera.pipelines["orders"].inputs == {"orders.live": True, "orders.backfill": False}
+    assert ready(kube.status_of(PLURAL, "orders"))["reason"] == "FelderaError"
     await r.close()
