@@ -34,6 +34,8 @@ class OperatorConfig:
     default_tenant: str | None = None
     # Per-request timeout towards Feldera.
     request_timeout: float = 10.0
+    # Per-call timeout of the operator's own Kubernetes calls (status, finalizer, Secret, Event).
+    kube_request_timeout: float = 15.0
     # How many /stats or action calls run at once per instance.
     concurrency: int = 32
     namespaces: tuple[str, ...] = field(default=())

@@ -9,29 +9,62 @@ from collections.abc import Mapping
 from typing import Any
 
 from feldera_operator import decision as d
+from feldera_operator import metrics
 from feldera_operator.kube import KubeClient
 
 log = logging.getLogger(__name__)
 
 
+EVENTS_IN_FLIGHT = 100
+
+
 class EventRecorder:
-    def __init__(self, kube: KubeClient) -> None:
+    """Posts Events, at most `limit` at a time: beyond, they are dropped and counted
+    (`feldera_operator_events_dropped_total`). An Event is a courtesy; a slow API server or a
+    storm of actions must not pile up posts without end."""
+
+    def __init__(self, kube: KubeClient, *, limit: int = EVENTS_IN_FLIGHT) -> None:
         self._kube = kube
+        self._limit = limit
+        self._pending = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def post(
         self, involved: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
     ) -> None:
         """Post and wait for it (the poster never raises: an Event is a courtesy)."""
-        await self._kube.post_event(involved, reason=reason, message=message, warning=warning)
+        if not self._admit(involved, reason):
+            return
+        try:
+            await self._kube.post_event(involved, reason=reason, message=message, warning=warning)
+        finally:
+            self._pending -= 1
+
+    def _admit(self, involved: Mapping[str, Any], reason: str) -> bool:
+        if self._pending >= self._limit:
+            metrics.EVENTS_DROPPED.inc()
+            meta = involved.get("metadata") or {}
+            log.debug("Event %s on %s dropped: %d in flight", reason, meta.get("name"), self._limit)
+            return False
+        self._pending += 1
+        return True
 
     def post_aside(
         self, involved: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
     ) -> None:
         """Post without waiting: what comes next need not wait on the Kubernetes API."""
-        task = asyncio.create_task(
-            self.post(involved, reason=reason, message=message, warning=warning)
-        )
+        if not self._admit(involved, reason):
+            return
+
+        async def post() -> None:
+            try:
+                await self._kube.post_event(
+                    involved, reason=reason, message=message, warning=warning
+                )
+            finally:
+                self._pending -= 1
+
+        task = asyncio.create_task(post())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

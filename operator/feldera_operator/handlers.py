@@ -56,7 +56,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.batching.batch_window = 0.05
     settings.persistence.diffbase_storage = _NoDiffBase()
-    reconciler = Reconciler(config, KubeApi(load_api_client()))
+    kube = KubeApi(load_api_client(), timeout=config.kube_request_timeout)
+    memo["kube"] = kube
+    reconciler = Reconciler(config, kube)
     memo["reconciler"] = reconciler
     if config.metrics_port:
         metrics.serve(config.metrics_port, reconciler.status_snapshot)
@@ -76,6 +78,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     reconciler: Reconciler | None = memo.get("reconciler")
     if reconciler is not None:
         await reconciler.close()
+    kube: KubeApi | None = memo.get("kube")
+    if kube is not None:
+        kube.close()
 
 
 @kopf.on.event(GROUP, VERSION, FelderaPipeline.PLURAL)

@@ -12,10 +12,12 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
+import functools
 import logging
 import os
 import socket
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -99,10 +101,24 @@ def load_api_client() -> kubernetes.client.ApiClient:
 class KubeApi:
     """Async façade over the synchronous client; one instance per operator process."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+    def __init__(
+        self,
+        api_client: kubernetes.client.ApiClient,
+        *,
+        timeout: float = 15.0,
+        threads: int = 8,
+        event_threads: int = 2,
+    ) -> None:
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._instance = f"{socket.gethostname()}-{os.getpid()}"
+        # Every call is bounded: a half-open connection must not hold a status write (and the
+        # resource's lock) forever. (connect, read) seconds, as urllib3 takes them.
+        self._timeout = timeout
+        # Status and finalizer writes and Secret reads in one pool, Events in another: a flood
+        # of Events (or an API server slow to take them) never delays a status write.
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="kube")
+        self._event_pool = ThreadPoolExecutor(event_threads, thread_name_prefix="kube-events")
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
@@ -186,23 +202,37 @@ class KubeApi:
             "count": 1,
         }
         try:
-            await self._call(self._core.create_namespaced_event, namespace, body)
+            await self._call(
+                self._core.create_namespaced_event, namespace, body, pool=self._event_pool
+            )
         except KubeError as e:
             # An Event is a courtesy: never let its failure disturb reconciling.
             log.warning(
                 "could not post Event %s on %s/%s: %s", reason, namespace, meta.get("name"), e
             )
 
-    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def _call(
+        self, fn: Any, *args: Any, pool: ThreadPoolExecutor | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        call = functools.partial(fn, *args, _request_timeout=self._timeout, **kwargs)
+        future = asyncio.get_running_loop().run_in_executor(pool or self._pool, call)
         try:
-            result = await asyncio.to_thread(fn, *args, **kwargs)
+            # urllib3's timeout bounds each socket operation; this bounds the whole call (a
+            # server trickling bytes), on top. The thread ends with urllib3's timeout.
+            result = await asyncio.wait_for(future, 2 * self._timeout + 1)
         except ApiException as e:
             raise KubeError(_api_error_text(e), e.status) from None
+        except TimeoutError:
+            raise KubeError(f"Kubernetes API timed out ({self._timeout:g} s)") from None
         except Exception as e:  # urllib3/socket errors: no response
             raise KubeError(f"Kubernetes API unreachable: {type(e).__name__}") from None
         if hasattr(result, "to_dict"):
             return dict(result.to_dict())
         return dict(result) if isinstance(result, Mapping) else {}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._event_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _api_error_text(e: ApiException) -> str:

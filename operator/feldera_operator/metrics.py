@@ -50,6 +50,10 @@ DRIFT_CORRECTIONS = Counter(
     ["target"],
 )
 LEADER = Gauge("feldera_operator_leader", "1 while this replica is the active (leading) one.")
+EVENTS_DROPPED = Counter(
+    "feldera_operator_events_dropped_total",
+    "Kubernetes Events not posted because too many were already in flight.",
+)
 
 
 def observe_feldera(endpoint: str, status: int | None, seconds: float) -> None:

@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from feldera_operator.config import SecretRef
+from feldera_operator.events import EventRecorder
 from feldera_operator.feldera_client import (
     FelderaAuthError,
     FelderaForbidden,
@@ -628,3 +630,23 @@ async def test_one_connector_action_failing_does_not_keep_the_others_from_being_
     assert feldera.pipelines["orders"].inputs == {"orders.live": True, "orders.backfill": False}
     assert ready(kube.status_of(PLURAL, "orders"))["reason"] == "FelderaError"
     await r.close()
+
+
+# ----------------------------------------------------------------------------- Events
+
+
+async def test_events_beyond_the_bound_are_dropped_and_counted() -> None:
+    kube = FakeKube()
+    kube.hang["post_event"] = hang = asyncio.Event()
+    events = EventRecorder(kube, limit=10)
+    before = REGISTRY.get_sample_value("feldera_operator_events_dropped_total") or 0.0
+    ref = pipeline_body("orders")
+    for _ in range(15):
+        events.post_aside(ref, reason="PipelineStarted", message="Started the pipeline")
+    await events.post(ref, reason="PipelineStarted", message="Started the pipeline")
+    await until(lambda: kube.count("post_event") == 10, what="ten in flight")
+    after = REGISTRY.get_sample_value("feldera_operator_events_dropped_total")
+    assert after == before + 6
+    hang.set()
+    await until(lambda: len(kube.events) == 10, what="the ten posted")
+    await events.close()
