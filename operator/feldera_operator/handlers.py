@@ -7,6 +7,7 @@ provides the watches, the per-object serialisation of events, the liveness endpo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -63,7 +64,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if config.metrics_port:
         metrics.serve(config.metrics_port, reconciler.status_snapshot)
     if config.leader_election is not None:
-        leader.start(config.leader_election, reconciler.leading)
+        memo["elector"] = leader.start(config.leader_election, reconciler.leading)
     else:
         reconciler.leading.set()
     log.info(
@@ -78,6 +79,11 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     reconciler: Reconciler | None = memo.get("reconciler")
     if reconciler is not None:
         await reconciler.close()
+    # Only once nothing acts any more: a standby takes the lease at its next try (~2 s), not
+    # after the lease expired.
+    elector: leader.LeaderElector | None = memo.get("elector")
+    if elector is not None:
+        await asyncio.to_thread(elector.release)
     kube: KubeApi | None = memo.get("kube")
     if kube is not None:
         kube.close()
