@@ -49,6 +49,12 @@ AWAITING_APPROVAL = "AwaitingApproval"
 # Started as a standby by someone else: waits to be activated, which the operator never does.
 PIPELINE_STANDBY = "PipelineStandby"
 
+# The URL leads nowhere Feldera answers (a wrong path prefix, a redirect): only a person can fix
+# it, and retrying as if Feldera had failed would hide that.
+INVALID_URL = "InvalidURL"
+# TLS to Feldera failed: an unknown CA, an expired certificate, another host's certificate.
+TLS_ERROR = "TLSError"
+
 # Transient trouble talking to Feldera: Synced=False, retried with backoff.
 FELDERA_UNREACHABLE = "FelderaUnreachable"
 FELDERA_ERROR = "FelderaError"
@@ -85,6 +91,8 @@ STALLED_REASONS = frozenset(
         PIPELINE_CLAIMED,
         AWAITING_APPROVAL,
         PIPELINE_STANDBY,
+        INVALID_URL,
+        TLS_ERROR,
     }
 )
 # Reasons that mean the round trip to Feldera failed (Synced=False).
@@ -97,6 +105,8 @@ SYNC_FAILURE_REASONS = frozenset(
         PERMISSION_DENIED,
         FELDERA_UNREACHABLE,
         FELDERA_ERROR,
+        INVALID_URL,
+        TLS_ERROR,
     }
 )
 
@@ -866,6 +876,16 @@ def instance_status(
 ) -> dict[str, Any]:
     """A FelderaInstance's status: whether its API answered, and what it is."""
     previous = dict(previous_status or {})
+    reachable = problem is None or problem.reason not in (
+        FELDERA_UNREACHABLE,
+        FELDERA_ERROR,
+        INSTANCE_NOT_FOUND,
+        TLS_ERROR,
+        INVALID_URL,
+    )
+    if not reachable:
+        # Nothing answers there now: what answered before is no longer known to be there.
+        previous.update(version=None, edition=None, pipelines=None)
     if problem is None:
         ready = (True, CONVERGED, "the Feldera API answered")
         synced = (True, SYNCED, "last round trip to Feldera succeeded")
@@ -874,10 +894,9 @@ def instance_status(
         synced = (problem.reason not in SYNC_FAILURE_REASONS, problem.reason, problem.message)
     return {
         "observedGeneration": generation,
-        "reachable": problem is None
-        or problem.reason not in (FELDERA_UNREACHABLE, FELDERA_ERROR, INSTANCE_NOT_FOUND),
-        "version": server.get("version") or previous.get("version"),
-        "edition": server.get("edition") or previous.get("edition"),
+        "reachable": reachable,
+        "version": (server.get("version") if reachable else None) or previous.get("version"),
+        "edition": (server.get("edition") if reachable else None) or previous.get("edition"),
         "pipelines": pipelines if pipelines is not None else previous.get("pipelines"),
         "conditions": _conditions(
             previous.get("conditions"),

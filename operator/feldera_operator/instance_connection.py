@@ -29,7 +29,7 @@ from feldera_operator.feldera_client import (
 )
 from feldera_operator.kube import KubeClient, KubeError, SecretMissing
 from feldera_operator.models import FelderaInstanceSpec
-from feldera_operator.records import DEFAULT_INSTANCE, ObjKey
+from feldera_operator.records import DEFAULT_INSTANCE, ObjKey, instance_label
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class ClientSettings:
     ca_pem: str | None
     timeout: float
     instance: str  # the metrics label: `<namespace>/<name>` or `default`
+    max_in_flight: int = 32  # requests to this instance at once
 
     def __repr__(self) -> str:
         return f"ClientSettings(url={self.url!r}, tenant={self.tenant!r})"
@@ -91,6 +92,7 @@ def feldera_client(settings: ClientSettings) -> FelderaApi:
         ca_pem=settings.ca_pem,
         timeout=settings.timeout,
         on_response=metrics.observe_feldera,
+        max_in_flight=settings.max_in_flight,
     )
 
 
@@ -236,7 +238,8 @@ class InstanceConnection:
             tenant=tenant,
             ca_pem=ca,
             timeout=self._config.request_timeout,
-            instance="default" if self.key == DEFAULT_INSTANCE else "/".join(self.key),
+            instance=instance_label(self.key),
+            max_in_flight=self._config.concurrency,
         )
 
     async def _instance_settings(self) -> tuple[str, str | None, str | None, str | None]:

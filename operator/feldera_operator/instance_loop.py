@@ -86,7 +86,8 @@ class InstanceObserver:
             return False  # replaced while this pass began: the next pass uses the new one
         except FelderaError as e:
             connection.failed(e)
-            problem = problem_from_error(e, instance=state.label)
+            url = client.base_url if client is not None else ""
+            problem = problem_from_error(e, instance=state.label, url=url)
         body = hub.instance_objects.get(state.key)
         if problem is not None:
             state.connected = False
@@ -96,7 +97,7 @@ class InstanceObserver:
                 state.problem_logged = problem.reason
             await hub.gather(hub.reconcile.unobservable(r, problem, snapshot) for r in records)
             await self._write_status(state, body, problem, None)
-            return problem.reason not in (d.FELDERA_UNREACHABLE, d.FELDERA_ERROR)
+            return problem.reason not in (d.FELDERA_UNREACHABLE, d.FELDERA_ERROR, d.TLS_ERROR)
         assert client is not None
         if state.problem_logged is not None:
             log.info("%s: Feldera answers again", state.label)

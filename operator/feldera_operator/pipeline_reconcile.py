@@ -121,8 +121,7 @@ class PipelineReconciler:
         if pipeline.get("deployment_status") not in d.DEPLOYED:
             return observed_pipeline(pipeline)
         try:
-            async with self._hub.semaphore:
-                stats = await client.stats(name)
+            stats = await client.stats(name)  # in flight at once: bounded by the client
         except FelderaNotDeployed:
             return observed_pipeline(pipeline)  # it left Running/Paused since the list call
         except FelderaClientClosed:
@@ -278,8 +277,7 @@ class PipelineReconciler:
         failures: list[str] = []
         for action in actions:
             try:
-                async with hub.semaphore:
-                    await call_action(client, name, action)
+                await call_action(client, name, action)
             except FelderaNotDeployed:
                 # It left Running/Paused since it was observed: the follow-up will see it.
                 log.info("%s: %s deferred: pipeline not deployed", record.label, action.describe())

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 import pydantic
@@ -84,7 +84,6 @@ class Reconciler:
         # Which resources declare each Feldera pipeline: more than one is a conflict.
         self.claims: dict[Claim, set[ObjKey]] = {}
         self.closing = False
-        self.semaphore = asyncio.Semaphore(config.concurrency)
         self.events = EventRecorder(kube)
         self.status = StatusWriter(kube, self.events, clock)
         self.reconcile = PipelineReconciler(self)
@@ -306,16 +305,16 @@ class Reconciler:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 log.error("reconcile failed", exc_info=result)
 
-    def spawn(self, coro: Awaitable[None]) -> None:
-        async def guarded() -> None:
-            try:
-                await coro
-            except Exception:
-                log.exception("reconcile failed")
-
-        task = asyncio.create_task(guarded())
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` aside; a failure is logged (a bug must not go unseen, nor spread)."""
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("reconcile failed", exc_info=task.exception())
 
     async def close(self) -> None:
         self.closing = True

@@ -63,6 +63,8 @@ class StatusWriter:
             record.resource_version, as_int((obj.get("metadata") or {}).get("resourceVersion"))
         )
         if ready is not None and ready[0] != old_reason and ready[0] in d.STALLED_REASONS:
+            # Once when it becomes so: a person must act, and may read the log before Events.
+            log.warning("%s: %s: %s", record.label, ready[0], ready[1])
             await self._events.post(record.ref, reason=ready[0], message=ready[1], warning=True)
         return Written.WRITTEN
 

@@ -95,7 +95,8 @@ CATALOGUE = frozenset(
     | d.STALLED_REASONS
     | d.SYNC_FAILURE_REASONS
 )
-CAMEL_CASE = re.compile(r"^[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]+)*$")
+# CamelCase, acronyms kept whole (InvalidURL, TLSError), as Kubernetes' own reasons.
+CAMEL_CASE = re.compile(r"^(?:[A-Z][a-z0-9]+|[A-Z]+(?=[A-Z][a-z]|$))+$")
 BUILTIN_EXCEPTION_NAMES = frozenset(
     name
     for name, value in vars(builtins).items()
@@ -1287,11 +1288,13 @@ def test_instance_status_when_the_api_answers() -> None:
         (d.FELDERA_UNREACHABLE, False, "False"),
         (d.FELDERA_ERROR, False, "False"),
         (d.INSTANCE_NOT_FOUND, False, "True"),
+        (d.TLS_ERROR, False, "True"),
+        (d.INVALID_URL, False, "True"),
         (d.CREDENTIALS_REJECTED, True, "True"),
         (d.PERMISSION_DENIED, True, "True"),
     ],
 )
-def test_instance_status_on_a_problem_keeps_what_was_last_known(
+def test_instance_status_on_a_problem_says_what_is_known_of_the_server(
     reason: str, reachable: bool, stalled: str
 ) -> None:
     before = d.instance_status(
@@ -1311,11 +1314,10 @@ def test_instance_status_on_a_problem_keeps_what_was_last_known(
         now=T1,
     )
     assert status["reachable"] is reachable
-    assert (status["version"], status["edition"], status["pipelines"]) == (
-        "0.369.0",
-        "Enterprise",
-        5,
-    )
+    # A server that answered (a rejected key) is still that version; one that does not answer
+    # is of no known version: VERSION must not show a dead URL's last version as current.
+    known = ("0.369.0", "Enterprise", 5) if reachable else (None, None, None)
+    assert (status["version"], status["edition"], status["pipelines"]) == known
     got = {c["type"]: c for c in status["conditions"]}
     assert got["Ready"]["status"] == "False" and got["Ready"]["reason"] == reason
     assert got["Ready"]["lastTransitionTime"] == T1

@@ -650,3 +650,60 @@ async def test_events_beyond_the_bound_are_dropped_and_counted() -> None:
     hang.set()
     await until(lambda: len(kube.events) == 10, what="the ten posted")
     await events.close()
+
+
+# ----------------------------------------------------------------------------- what is reported
+
+
+async def test_a_url_with_a_wrong_path_prefix_is_invalid_url_not_a_feldera_error() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    r = make_reconciler(kube, feldera, default_url="http://feldera.test/wrong")
+    await add_pipeline(r, kube, pipeline_body("orders"), event=None)
+    feldera.fail("config", FelderaNotFound("Not Found", endpoint="GET /v0/config", status=404))
+    await observe_pass(r)
+    status = kube.status_of(PLURAL, "orders")
+    assert ready(status)["reason"] == "InvalidURL"
+    assert (
+        "GET http://feldera.test/wrong/v0/config answered 404: is the URL Feldera's API root?"
+        in ready(status)["message"]
+    )
+    assert condition(status, "Stalled")["status"] == "True"
+    await r.close()
+
+
+async def test_an_instance_whose_url_went_dead_no_longer_shows_a_version() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    r = make_reconciler(kube, feldera)
+    await r.on_instance_event("ADDED", with_instance(kube))
+    await observe_pass(r, ("default", "prod"))
+    assert kube.status_of("felderainstances", "prod")["version"] == "0.369.0"
+    feldera.fail("list", unreachable())
+    await observe_pass(r, ("default", "prod"))
+    status = kube.status_of("felderainstances", "prod")
+    assert "version" not in status and status["reachable"] is False
+    await r.close()
+
+
+async def test_a_resource_turning_stalled_is_logged_once_with_its_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(r, kube, pipeline_body("orders"))  # Feldera has no such pipeline
+    await observe_pass(r)
+    lines = [m for m in caplog.messages if "PipelineNotFound" in m]
+    assert len(lines) == 1 and "default/orders" in lines[0]
+    assert [e.reason for e in kube.events_of("orders")] == ["PipelineNotFound"]
+    await r.close()
+
+
+async def test_the_concurrency_limit_is_per_instance() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    r = make_reconciler(kube, feldera, concurrency=3)
+    await r.on_instance_event("ADDED", with_instance(kube))
+    await r.connection(("default", "prod")).client()
+    await r.connection(("", "")).client()
+    # Each instance's client bounds its own requests; nothing is shared between instances.
+    assert [c.settings.max_in_flight for c in feldera.clients] == [3, 3]
+    assert not hasattr(r, "semaphore")
+    await r.close()
