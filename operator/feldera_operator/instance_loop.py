@@ -53,6 +53,11 @@ class InstanceObserver:
             else:
                 delay = state.backoff
                 state.backoff = min(state.backoff * 2, hub.config.period)
+            if state.retry_after:
+                # Feldera (or a proxy) said when to come back (429, 503): not sooner, and not
+                # later than a period.
+                delay = max(delay, min(state.retry_after, hub.config.period))
+                state.retry_after = 0.0
             if any(r.registered > started for r in hub.records_of(state.key)):
                 delay = min(delay, 0.2)  # resources registered during the pass
             try:
@@ -86,6 +91,7 @@ class InstanceObserver:
             return False  # replaced while this pass began: the next pass uses the new one
         except FelderaError as e:
             connection.failed(e)
+            state.retry_after = e.retry_after or 0.0
             url = client.base_url if client is not None else ""
             problem = problem_from_error(e, instance=state.label, url=url)
         body = hub.instance_objects.get(state.key)

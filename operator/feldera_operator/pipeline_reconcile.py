@@ -111,6 +111,7 @@ class PipelineReconciler:
             raise
         except FelderaError as e:
             self._hub.connection(record.instance).failed(e)
+            record.retry_after = max(record.retry_after, e.retry_after or 0.0)
             label = self._hub.instance_state(record.instance).label
             problem = problem_from_error(e, instance=label)
             return not_found(record) if problem.reason == d.PIPELINE_NOT_FOUND else problem
@@ -208,6 +209,7 @@ class PipelineReconciler:
             self.schedule_followup(record)
         else:
             record.followup_delay = FOLLOWUP_FIRST
+            record.retry_after = 0.0
         metrics.RECONCILES.labels(
             kind=FelderaPipeline.KIND, result=result_label(decision, failure)
         ).inc()
@@ -286,6 +288,7 @@ class PipelineReconciler:
                 raise
             except FelderaError as e:
                 hub.connection(record.instance).failed(e)
+                record.retry_after = max(record.retry_after, e.retry_after or 0.0)
                 problem = problem_from_error(e, instance=client.base_url)
                 log.warning("%s: %s failed: %s", record.label, action.describe(), problem.message)
                 # Retried every period while it lasts (a read-only key, Feldera down): one Event
@@ -325,6 +328,10 @@ class PipelineReconciler:
         if delay is None:
             delay = record.followup_delay
             record.followup_delay = min(delay * 2, hub.config.period)
+        if record.retry_after:
+            # Feldera said when to come back (429, 503): not sooner, and not after a period.
+            delay = max(delay, min(record.retry_after, hub.config.period))
+            record.retry_after = 0.0
 
         def fire() -> None:
             record.followup = None

@@ -42,6 +42,7 @@ class PipelineRecord:
     created: str = ""  # metadata.creationTimestamp: the older of two claimants wins
     followup: asyncio.TimerHandle | None = None
     followup_delay: float = FOLLOWUP_FIRST
+    retry_after: float = 0.0  # Feldera's Retry-After on the last failed call: wait at least that
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # The last body seen with a deletionTimestamp: the resource is being deleted, and is no
     # longer reconciled; with the finalizer, the stop is retried until it is done.
@@ -79,6 +80,7 @@ class InstanceState:
     task: asyncio.Task[None] | None = None
     connected: bool = False
     backoff: float = BACKOFF_FIRST
+    retry_after: float = 0.0  # Feldera's Retry-After on the last failed pass
     server: dict[str, Any] = field(default_factory=dict)  # version, edition
     status: dict[str, Any] = field(default_factory=dict)  # last written FelderaInstance status
     problem_logged: str | None = None  # the reason last logged for the whole instance

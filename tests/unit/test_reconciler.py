@@ -15,6 +15,7 @@ from feldera_operator.config import SecretRef
 from feldera_operator.events import EventRecorder
 from feldera_operator.feldera_client import (
     FelderaAuthError,
+    FelderaBadRequest,
     FelderaForbidden,
     FelderaNotFound,
     FelderaServerError,
@@ -706,4 +707,45 @@ async def test_the_concurrency_limit_is_per_instance() -> None:
     # Each instance's client bounds its own requests; nothing is shared between instances.
     assert [c.settings.max_in_flight for c in feldera.clients] == [3, 3]
     assert not hasattr(r, "semaphore")
+    await r.close()
+
+
+# ----------------------------------------------------------------------------- Retry-After
+
+
+def busy(seconds: float, status: int = 503) -> FelderaServerError | FelderaBadRequest:
+    cls = FelderaServerError if status >= 500 else FelderaBadRequest
+    return cls("busy", endpoint="GET /v0/pipelines", status=status, retry_after=seconds)
+
+
+async def test_the_instance_loop_honours_retry_after() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera, loops=True)
+    await add_pipeline(r, kube, pipeline_body("orders"), event=None)
+    feldera.fail("list", busy(2.0))
+    await until(lambda: feldera.count("list") >= 2, within=4, what="the retry")
+    first, second = feldera.times_of("list")[:2]
+    assert second - first >= 1.9  # not the backoff's 1 s
+    await r.close()
+
+
+async def test_retry_after_is_capped_at_the_period() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    r = make_reconciler(kube, feldera, loops=True, period=1.5)
+    await add_pipeline(r, kube, pipeline_body("orders"), event=None)
+    feldera.fail("list", busy(3600, status=429))
+    await until(lambda: feldera.count("list") >= 2, within=3, what="the retry within a period")
+    await r.close()
+
+
+async def test_an_action_refused_with_retry_after_is_not_retried_sooner() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders")  # Stopped: the spec wants it running
+    feldera.fail("start", busy(1.5, status=429))
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(r, kube, pipeline_body("orders"))
+    await until(lambda: feldera.count("start") == 2, within=3, what="the retried start")
+    first, second = feldera.times_of("start")
+    assert second - first >= 1.4  # not the follow-up's 0.1 s
     await r.close()
