@@ -85,3 +85,36 @@ def action_reason(action: d.Action) -> str:
             "dismiss_error": "DeploymentErrorDismissed",
         }[action.verb]
     return "ConnectorStarted" if action.verb == "start" else "ConnectorPaused"
+
+
+_DONE = {
+    "start": "started",
+    "pause": "paused",
+    "resume": "resumed",
+    "stop": "stopped",
+    "dismiss_error": "dismissed",
+}
+
+
+def action_object(action: d.Action) -> str:
+    """What an action acts on, as a sentence names it: "the pipeline (running)", "input
+    connector orders.live"."""
+    if isinstance(action, d.PipelineAction):
+        if action.verb == "dismiss_error":
+            return "the pipeline's deployment error"
+        return f"the pipeline ({action.initial})" if action.initial else "the pipeline"
+    return f"{action.direction} connector {action.relation}.{action.connector}"
+
+
+def action_done(action: d.Action) -> str:
+    """The action, done: "Started the pipeline (paused)", "Paused input connector orders.live"."""
+    return f"{_DONE[action.verb].capitalize()} {action_object(action)}"
+
+
+def action_failed(action: d.Action, why: str) -> str:
+    verb = "dismiss" if action.verb == "dismiss_error" else action.verb
+    return f"Could not {verb} {action_object(action)}: {why}"
+
+
+def drift_corrected(action: d.Action) -> str:
+    return f"Feldera no longer matched the spec: {_DONE[action.verb]} {action_object(action)}"

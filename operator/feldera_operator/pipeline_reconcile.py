@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from feldera_operator import decision as d
 from feldera_operator import metrics
-from feldera_operator.events import action_reason
+from feldera_operator.events import (
+    action_done,
+    action_failed,
+    action_object,
+    action_reason,
+    drift_corrected,
+)
 from feldera_operator.feldera_client import FelderaClientClosed, FelderaError, FelderaNotDeployed
 from feldera_operator.instance_connection import FelderaApi, Unobservable
 from feldera_operator.models import FelderaPipeline
@@ -282,7 +288,11 @@ class PipelineReconciler:
                 await call_action(client, name, action)
             except FelderaNotDeployed:
                 # It left Running/Paused since it was observed: the follow-up will see it.
-                log.info("%s: %s deferred: pipeline not deployed", record.label, action.describe())
+                log.info(
+                    "%s: %s deferred: the pipeline is not deployed",
+                    record.label,
+                    action_object(action),
+                )
                 continue
             except FelderaClientClosed:
                 raise
@@ -290,7 +300,7 @@ class PipelineReconciler:
                 hub.connection(record.instance).failed(e)
                 record.retry_after = max(record.retry_after, e.retry_after or 0.0)
                 problem = problem_from_error(e, instance=client.base_url)
-                log.warning("%s: %s failed: %s", record.label, action.describe(), problem.message)
+                log.warning("%s: %s", record.label, action_failed(action, problem.message))
                 # Retried every period while it lasts (a read-only key, Feldera down): one Event
                 # says so; one per retry would be a storm of Events on every such resource.
                 failure = f"{action.describe()}: {problem.reason}"
@@ -299,7 +309,7 @@ class PipelineReconciler:
                     await hub.events.post(
                         record.ref,
                         reason="ActionFailed",
-                        message=f"{action.describe()}: {problem.message}",
+                        message=action_failed(action, problem.message),
                         warning=True,
                     )
                 first_failure = first_failure or problem
@@ -309,9 +319,7 @@ class PipelineReconciler:
             if drift:
                 target = "pipeline" if isinstance(action, d.PipelineAction) else "connector"
                 metrics.DRIFT_CORRECTIONS.labels(target=target).inc()
-            message = action.describe()
-            if drift:
-                message = f"Feldera no longer matched the spec; {message}"
+            message = drift_corrected(action) if drift else action_done(action)
             log.info("%s: %s", record.label, message)
             # Posted aside: the next action (or the status) need not wait on the Kubernetes API.
             hub.events.post_aside(record.ref, reason=reason, message=message)

@@ -126,9 +126,10 @@ def test_pipeline_pause_resume_stop_and_start_paused(e2e: E2E) -> None:
     e2e.wait(lambda: e2e.pipeline(name)["deployment_status"] == "Paused", "started paused")
     e2e.wait_ready(name)
     messages = [(e["reason"], e["message"]) for e in e2e.events(name)]
-    assert ("PipelineStopped", "stop") in messages
-    assert ("PipelineStarted", "start?initial=paused") in messages
-    assert messages.count(("PipelineResumed", "resume")) == 1  # the earlier explicit resume
+    assert ("PipelineStopped", "Stopped the pipeline") in messages
+    assert ("PipelineStarted", "Started the pipeline (paused)") in messages
+    # the earlier explicit resume
+    assert messages.count(("PipelineResumed", "Resumed the pipeline")) == 1
 
 
 def test_connector_paused_behind_the_operators_back_is_started_again(e2e: E2E) -> None:

@@ -749,3 +749,41 @@ async def test_an_action_refused_with_retry_after_is_not_retried_sooner() -> Non
     first, second = feldera.times_of("start")
     assert second - first >= 1.4  # not the follow-up's 0.1 s
     await r.close()
+
+
+# ------------------------------------------------------------------ Events read as sentences
+
+
+async def test_events_say_what_was_done_in_sentences() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", inputs={"orders.live": False}, outputs={"big.sink": False})
+    r = make_reconciler(kube, feldera)
+    spec = {
+        "paused": True,
+        "inputs": [{"table": "orders", "connector": "live", "paused": True}],
+        "outputs": [{"view": "big", "connector": "sink", "paused": True}],
+    }
+    await add_pipeline(r, kube, pipeline_body("orders", **spec))
+    await observe_pass(r)
+    feldera.pipelines["orders"].status = feldera.pipelines["orders"].desired = "Running"
+    await observe_pass(r)  # someone resumed it behind the operator's back
+    await until(lambda: len(kube.events) == 4, what="four Events")
+    assert [(e.reason, e.message) for e in kube.events] == [
+        ("PipelineStarted", "Started the pipeline (paused)"),
+        ("ConnectorPaused", "Paused input connector orders.live"),
+        ("ConnectorPaused", "Paused output connector big.sink"),
+        ("DriftCorrected", "Feldera no longer matched the spec: paused the pipeline"),
+    ]
+    await r.close()
+
+
+async def test_a_failed_action_event_says_what_could_not_be_done() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders")
+    feldera.fail("start", FelderaServerError("boom", endpoint="POST .../start", status=500))
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(r, kube, pipeline_body("orders"))
+    (event,) = kube.events_of("orders")
+    assert event.reason == "ActionFailed" and event.warning
+    assert event.message.startswith("Could not start the pipeline (running): ")
+    await r.close()
