@@ -680,9 +680,15 @@ def _converged_message(
 
 
 def _summary(entries: Iterable[Mapping[str, Any]]) -> str:
+    """`active/connectors active`, over the connectors that exist; declared ones Feldera does
+    not have are said apart (`, 2 missing`), never counted as connectors."""
     entries = list(entries)
+    missing = sum(
+        1 for e in entries if e.get("reason") in (CONNECTOR_NOT_FOUND, PIPELINE_NOT_FOUND)
+    )
     active = sum(1 for e in entries if e.get("active"))
-    return f"{active}/{len(entries)} active"
+    summary = f"{active}/{len(entries) - missing} active"
+    return f"{summary}, {missing} missing" if missing else summary
 
 
 def _first_line(text: str | None, limit: int = 300) -> str:

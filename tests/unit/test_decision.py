@@ -929,8 +929,9 @@ def test_summary_counts_active_over_all_reported_connectors() -> None:
         outputs=[conn("big", "sink", False)],
     )
     decision = run(spec, observed)
-    # a, c, sink active; b paused; missing counted as an Unknown entry.
-    assert decision.status["connectors"] == "3/5 active"
+    # a, c, sink active; b paused: 3 of the 4 Feldera reports. A declared connector Feldera
+    # does not have is no connector: said apart, so the column never counts what is not there.
+    assert decision.status["connectors"] == "3/4 active, 1 missing"
 
 
 def test_summary_with_no_connectors_is_zero_of_zero() -> None:
@@ -1118,7 +1119,7 @@ def test_pipeline_not_found_is_synced_ready_false_stalled_and_forgets_observed_f
     for e in [*decision.status["inputs"], *decision.status["outputs"]]:
         assert e["reason"] == d.PIPELINE_NOT_FOUND
         assert e["state"] == "Unknown" and e["active"] is False
-    assert decision.status["connectors"] == "0/2 active"
+    assert decision.status["connectors"] == "0/0 active, 2 missing"
     assert_well_formed(decision)
 
 
