@@ -62,7 +62,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     reconciler = Reconciler(config, kube)
     memo["reconciler"] = reconciler
     if config.metrics_port:
-        metrics.serve(config.metrics_port, reconciler.status_snapshot)
+        metrics.serve(
+            config.metrics_port,
+            metrics.StateCollector(
+                reconciler.leading.is_set,
+                reconciler.metric_resources,
+                reconciler.metric_instances,
+            ),
+        )
     if config.leader_election is not None:
         memo["elector"] = leader.start(config.leader_election, reconciler.leading)
     else:

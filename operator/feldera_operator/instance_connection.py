@@ -5,6 +5,7 @@ them, rebuilt when any of them changes."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
@@ -91,7 +92,7 @@ def feldera_client(settings: ClientSettings) -> FelderaApi:
         tenant=settings.tenant,
         ca_pem=settings.ca_pem,
         timeout=settings.timeout,
-        on_response=metrics.observe_feldera,
+        on_response=functools.partial(metrics.observe_feldera, settings.instance),
         max_in_flight=settings.max_in_flight,
     )
 

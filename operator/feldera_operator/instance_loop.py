@@ -95,6 +95,8 @@ class InstanceObserver:
             url = client.base_url if client is not None else ""
             problem = problem_from_error(e, instance=state.label, url=url)
         body = hub.instance_objects.get(state.key)
+        state.up = problem is None
+        state.problem = problem.reason if problem is not None else None
         if problem is not None:
             state.connected = False
             if problem.reason != state.problem_logged:

@@ -29,7 +29,7 @@ from feldera_operator.feldera_client import FelderaClientClosed, FelderaError, F
 from feldera_operator.instance_connection import FelderaApi, Unobservable
 from feldera_operator.models import FelderaPipeline
 from feldera_operator.observation import observed_pipeline, problem_from_error
-from feldera_operator.records import FOLLOWUP_FIRST, ObjKey, PipelineRecord
+from feldera_operator.records import FOLLOWUP_FIRST, ObjKey, PipelineRecord, instance_label
 from feldera_operator.status_writer import Written
 
 if TYPE_CHECKING:
@@ -315,10 +315,13 @@ class PipelineReconciler:
                 first_failure = first_failure or problem
                 continue
             reason = "DriftCorrected" if drift else action_reason(action)
-            metrics.ACTIONS.labels(action=action_reason(action)).inc()
+            instance = instance_label(record.instance)
+            metrics.ACTIONS.labels(instance=instance, action=action_reason(action)).inc()
             if drift:
                 target = "pipeline" if isinstance(action, d.PipelineAction) else "connector"
-                metrics.DRIFT_CORRECTIONS.labels(target=target).inc()
+                metrics.DRIFT_CORRECTIONS.labels(
+                    namespace=record.key[0], instance=instance, target=target
+                ).inc()
             message = drift_corrected(action) if drift else action_done(action)
             log.info("%s: %s", record.label, message)
             # Posted aside: the next action (or the status) need not wait on the Kubernetes API.

@@ -46,6 +46,7 @@ from feldera_operator.records import (
     InstanceState,
     ObjKey,
     PipelineRecord,
+    instance_label,
 )
 from feldera_operator.status_writer import StatusWriter, as_int, now_iso
 
@@ -105,11 +106,50 @@ class Reconciler:
             if record.deleting is not None:
                 self.spawn(self.deletion.finalize(record))
 
-    def status_snapshot(self) -> list[tuple[str, Mapping[str, Any]]]:
-        """(kind, status) of every resource, for the metrics gauge."""
-        pipelines = [(FelderaPipeline.KIND, r.status) for r in list(self.pipelines.values())]
-        instances = [(FelderaInstance.KIND, s.status) for s in list(self.instances.values())]
-        return pipelines + [i for i in instances if i[1]]
+    # ------------------------------------------------------------------ metrics (scrape time)
+
+    def metric_resources(self) -> list[metrics.ResourceRow]:
+        """One row per resource, for `feldera_operator_resources`."""
+        rows = []
+        for record in list(self.pipelines.values()):
+            ready = d.ready_condition(record.status)
+            rows.append(
+                metrics.ResourceRow(
+                    kind=FelderaPipeline.KIND,
+                    namespace=record.key[0],
+                    instance=instance_label(record.instance),
+                    state=str(record.status.get("state") or "Unknown"),
+                    ready=str(ready.get("status") or "Unknown"),
+                    reason=str(ready.get("reason") or ""),
+                )
+            )
+        for key in list(self.instance_objects):
+            state = self.instances.get(key)
+            status = state.status if state is not None else {}
+            ready = d.ready_condition(status)
+            reachable = status.get("reachable")
+            state_name = (
+                "Unknown" if reachable is None else "Reachable" if reachable else "Unreachable"
+            )
+            rows.append(
+                metrics.ResourceRow(
+                    kind=FelderaInstance.KIND,
+                    namespace=key[0],
+                    instance=instance_label(key),
+                    state=state_name,
+                    ready=str(ready.get("status") or "Unknown"),
+                    reason=str(ready.get("reason") or ""),
+                )
+            )
+        return rows
+
+    def metric_instances(self) -> list[metrics.InstanceRow]:
+        """One row per observed instance, for `_instance_up` and `_instance_problem`."""
+        return [
+            metrics.InstanceRow(instance_label(s.key), bool(s.up), s.problem)
+            for s in list(self.instances.values())
+            if s.up is not None
+        ]
 
     # ------------------------------------------------------------------ watch events (kopf)
 

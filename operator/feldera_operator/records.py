@@ -84,6 +84,8 @@ class InstanceState:
     server: dict[str, Any] = field(default_factory=dict)  # version, edition
     status: dict[str, Any] = field(default_factory=dict)  # last written FelderaInstance status
     problem_logged: str | None = None  # the reason last logged for the whole instance
+    up: bool | None = None  # whether the last pass's round trip succeeded (None: no pass yet)
+    problem: str | None = None  # the reason of the instance's problem, while it holds
 
     @property
     def label(self) -> str:
