@@ -15,6 +15,7 @@ Rules (see the README for the user-facing catalogue of reasons):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -73,6 +74,9 @@ PIPELINE_NOT_DEPLOYED = "PipelineNotDeployed"
 CONNECTORS_PENDING = "ConnectorsPending"
 # Feldera lost the pipeline's runner and brings it back by itself.
 PIPELINE_UNAVAILABLE = "PipelineUnavailable"
+# Someone else stopped the pipeline (a deploy tool updating its program): it is started again
+# after a grace, or once a new program version compiled.
+EXTERNAL_STOP_GRACE = "ExternalStopGrace"
 
 STALLED_REASONS = frozenset(
     {
@@ -148,6 +152,7 @@ class ObservedPipeline:
     program_status: str | None = None
     program_error: str | None = None
     deployment_error: str | None = None
+    program_version: int | None = None
     # None when /stats was not read (pipeline not deployed, or the call failed).
     inputs: tuple[ObservedConnector, ...] | None = None
     outputs: tuple[ObservedConnector, ...] | None = None
@@ -208,6 +213,13 @@ class Decision:
 # ----------------------------------------------------------------------------- names
 
 
+def manages_program(spec: FelderaPipelineSpec) -> bool:
+    """Whether the resource declares the pipeline's program (spec.program). Where it does not, a
+    tool deploys it its own way, and a stop by someone else is given a grace before the pipeline
+    is started again."""
+    return getattr(spec, "program", None) is not None
+
+
 def canonical_spec_relation(name: str) -> str:
     """A table/view name as written in a spec → the key Feldera matches it by.
 
@@ -256,14 +268,25 @@ def decide(
     observed: Observation,
     previous_status: Mapping[str, Any] | None,
     now: str,
+    start_held_for: float | None = None,
 ) -> Decision:
-    """Decide the actions for one FelderaPipeline and the whole status to write."""
+    """Decide the actions for one FelderaPipeline and the whole status to write.
+
+    `start_held_for`: seconds a start is still held back (someone else stopped the pipeline, see
+    reconciler's external-stop grace); None when nothing holds it."""
     previous_status = previous_status or {}
     if isinstance(observed, Problem):
         return _decide_unobservable(spec, generation, pipeline_name, observed, previous_status, now)
 
     actions: list[Action] = []
     pipeline_action, pipeline_reason, pipeline_message = _pipeline_step(spec, observed)
+    if start_held_for is not None and pipeline_action and pipeline_action.verb == "start":
+        pipeline_action, pipeline_reason = None, EXTERNAL_STOP_GRACE
+        pipeline_message = (
+            "the pipeline was stopped outside the operator (a tool deploying its program?): it "
+            f"is started again in {math.ceil(start_held_for)} s, or as soon as a new program "
+            "version has compiled; set spec.stopped: true to keep it stopped"
+        )
     if pipeline_action is not None:
         actions.append(pipeline_action)
 

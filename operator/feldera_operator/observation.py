@@ -41,6 +41,7 @@ def observed_pipeline(
         deployment_status=str(pipeline.get("deployment_status") or "Unknown"),
         desired_status=str(pipeline.get("deployment_desired_status") or "Unknown"),
         program_status=_str_or_none(pipeline.get("program_status")),
+        program_version=_int_or_none(pipeline.get("program_version")),
         program_error=_error_text(pipeline.get("program_error")),
         deployment_error=_error_text(pipeline.get("deployment_error")),
         inputs=inputs,
@@ -71,6 +72,10 @@ def _connector(entry: Mapping[str, Any]) -> d.ObservedConnector:
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _bool_or_none(value: Any) -> bool | None:

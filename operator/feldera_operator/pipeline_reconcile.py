@@ -170,6 +170,7 @@ class PipelineReconciler:
         if snapshot is not None and record.last_reconciled > snapshot:
             return
         started = time.monotonic()
+        held = self.start_hold(record, observation)
         decision = d.decide(
             record.spec,
             generation=record.generation,
@@ -177,6 +178,7 @@ class PipelineReconciler:
             observed=observation,
             previous_status=record.status,
             now=self._hub.clock(),
+            start_held_for=held,
         )
         status = decision.status
         drift = d.is_drift(
@@ -211,7 +213,9 @@ class PipelineReconciler:
         if decision.ready and failure is None:
             record.ready_generation = record.generation
         await self.write(record, status, (decision.ready_reason, decision.ready_message))
-        if decision.in_progress or failure is not None:
+        if decision.ready_reason == d.EXTERNAL_STOP_GRACE and held is not None:
+            self.schedule_followup(record, held + 0.05)  # at the grace's end, not before
+        elif decision.in_progress or failure is not None:
             self.schedule_followup(record)
         else:
             record.followup_delay = FOLLOWUP_FIRST
@@ -222,6 +226,50 @@ class PipelineReconciler:
         metrics.RECONCILE_SECONDS.labels(kind=FelderaPipeline.KIND).observe(
             time.monotonic() - started
         )
+
+    def start_hold(self, record: PipelineRecord, observation: d.Observation) -> float | None:
+        """Seconds a start is still held back because someone else stopped the pipeline, or None.
+
+        Tools that deploy SQL their own way stop the pipeline, wait for Stopped, then PATCH the
+        program; started again within a second, their PATCH gets UpdateRestrictedToStopped. So
+        for a pipeline whose program this resource does not manage, a stop the operator did not
+        make (seen as Feldera's desired status turning Stopped while the spec wants it running)
+        holds the start for --external-stop-grace, or until a new program version compiled.
+        """
+        spec = record.spec
+        if not isinstance(observation, d.ObservedPipeline) or spec is None:
+            return None
+        before, record.last_desired = record.last_desired, observation.desired_status
+        grace = self._hub.config.external_stop_grace
+        if d.manages_program(spec) or spec.stopped or grace <= 0:
+            record.external_stop = None
+            return None
+        if observation.desired_status != "Stopped":
+            record.external_stop = None  # started again, by whoever
+            if observation.desired_status in d.DEPLOYED:
+                record.stop_issued = False
+            return None
+        if record.external_stop is None:
+            if before is None or before == "Stopped" or record.stop_issued:
+                return None  # never seen running, or stopped by the operator itself
+            record.external_stop = (time.monotonic(), observation.program_version)
+            log.info(
+                "%s: the pipeline was stopped outside the operator; it is started again after "
+                "%g s, or once a new program version compiled",
+                record.label,
+                grace,
+            )
+        since, version = record.external_stop
+        left = since + grace - time.monotonic()
+        recompiled = (
+            observation.program_version is not None
+            and observation.program_version != version
+            and observation.program_status == d.PROGRAM_READY
+        )
+        if left <= 0 or recompiled:
+            record.external_stop = None
+            return None
+        return left
 
     async def _claimed(self, record: PipelineRecord, owner: PipelineRecord) -> None:
         """Another (older) resource declares the same Feldera pipeline: acting on both would
@@ -315,6 +363,8 @@ class PipelineReconciler:
                 first_failure = first_failure or problem
                 continue
             reason = "DriftCorrected" if drift else action_reason(action)
+            if isinstance(action, d.PipelineAction) and action.verb == "stop":
+                record.stop_issued = True
             instance = instance_label(record.instance)
             metrics.ACTIONS.labels(instance=instance, action=action_reason(action)).inc()
             if drift:

@@ -50,6 +50,11 @@ class PipelineRecord:
     deletion_retry: asyncio.TimerHandle | None = None
     deletion_backoff: float = BACKOFF_FIRST
     deletion_cause: str | None = None  # why the stop on deletion waits, as last logged
+    # Someone else stopped the pipeline: (when it was seen, the program version then). A start
+    # waits for the grace or a new program version (see pipeline_reconcile.start_hold).
+    external_stop: tuple[float, int | None] | None = None
+    last_desired: str | None = None  # Feldera's desired status at the last observation
+    stop_issued: bool = False  # the operator stopped it itself (no grace for its own stop)
     # The actions and reasons of the last ActionFailed Events (one a line): not posted again
     # while they recur.
     failure_reported: str | None = None

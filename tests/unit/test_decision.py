@@ -91,6 +91,7 @@ CATALOGUE = frozenset(
         d.PIPELINE_NOT_DEPLOYED,
         d.CONNECTORS_PENDING,
         d.PIPELINE_UNAVAILABLE,
+        d.EXTERNAL_STOP_GRACE,
     }
     | d.STALLED_REASONS
     | d.SYNC_FAILURE_REASONS
@@ -1843,3 +1844,55 @@ def test_any_observation_gives_a_well_formed_status_and_only_permitted_actions(
         entries = decision.status[f"{direction}s"]
         assert sum(1 for e in entries if e["declared"]) == len(mine)
         assert len(entries) == len(mine) + len(others)
+
+
+# ============================================================================= external stop grace
+
+
+def test_a_start_held_after_an_external_stop_says_why_and_how_long() -> None:
+    spec = make_spec()
+    decision = decide(
+        spec,
+        generation=1,
+        pipeline_name="orders-main",
+        observed=pipeline("Stopped", "Stopped"),
+        previous_status=None,
+        now=T0,
+        start_held_for=42.3,
+    )
+    assert decision.actions == ()
+    assert decision.ready_reason == d.EXTERNAL_STOP_GRACE
+    assert "43 s" in decision.ready_message and "spec.stopped" in decision.ready_message
+    assert cond_status(decision)["Reconciling"] == "True"
+    assert cond_status(decision)["Stalled"] == "False"
+    assert decision.in_progress
+    assert_well_formed(decision)
+
+
+def test_a_held_start_changes_nothing_else() -> None:
+    # Only a start is held: a stop the spec asks for, or a pipeline already running, go on.
+    stopped = decide(
+        make_spec(stopped=True),
+        generation=1,
+        pipeline_name="p",
+        observed=pipeline("Running", "Running"),
+        previous_status=None,
+        now=T0,
+        start_held_for=10,
+    )
+    assert stopped.actions == (PipelineAction("stop"),)
+    running = decide(
+        make_spec(paused=True),
+        generation=1,
+        pipeline_name="p",
+        observed=pipeline("Running", "Running"),
+        previous_status=None,
+        now=T0,
+        start_held_for=10,
+    )
+    assert running.actions == (PipelineAction("pause"),)
+
+
+def test_whether_the_program_is_managed_is_read_from_the_spec() -> None:
+    # No spec.program yet: every pipeline's program is managed elsewhere.
+    assert d.manages_program(make_spec()) is False

@@ -787,3 +787,86 @@ async def test_a_failed_action_event_says_what_could_not_be_done() -> None:
     assert event.reason == "ActionFailed" and event.warning
     assert event.message.startswith("Could not start the pipeline (running): ")
     await r.close()
+
+
+# ------------------------------------------------------------------ a stop made by someone else
+
+
+def stop_behind(feldera: FakeFeldera, name: str = "orders") -> None:
+    """A deploy tool stops the pipeline (to PATCH its program), as Feldera's dbt adapter does."""
+    feldera.pipelines[name].status = feldera.pipelines[name].desired = "Stopped"
+
+
+async def test_a_pipeline_stopped_by_someone_else_is_started_again_after_the_grace() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera, external_stop_grace=1.0)
+    await add_pipeline(r, kube, pipeline_body("orders"))
+    stop_behind(feldera)
+    await observe_pass(r)  # within a second: the tool is still at work
+    assert feldera.actions() == []
+    status = kube.status_of(PLURAL, "orders")
+    assert ready(status)["reason"] == "ExternalStopGrace"
+    assert "started again in 1 s" in ready(status)["message"]
+    stopped_at = asyncio.get_running_loop().time()
+    await until(lambda: feldera.count("start") == 1, within=3, what="started after the grace")
+    assert feldera.times_of("start")[0] - stopped_at >= 0.8
+    await r.close()
+
+
+async def test_a_new_program_version_compiled_ends_the_grace_at_once() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera, external_stop_grace=3600.0)
+    await add_pipeline(r, kube, pipeline_body("orders"))
+    stop_behind(feldera)
+    await observe_pass(r)
+    pipeline = feldera.pipelines["orders"]
+    pipeline.program_version, pipeline.program_status = 2, "CompilingRust"  # the tool's PATCH
+    await observe_pass(r)
+    assert feldera.actions() == []  # not compiled yet: the start waits for it
+    pipeline.program_status = "Success"
+    await observe_pass(r)
+    assert feldera.actions() == [("start", "orders", "running")]
+    await r.close()
+
+
+async def test_a_stop_the_operator_made_itself_is_no_reason_to_wait() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera, external_stop_grace=3600.0)
+    await add_pipeline(r, kube, pipeline_body("orders"))
+    stored = kube.objects[(PLURAL, "default", "orders")]
+    stored["metadata"]["generation"], stored["spec"]["stopped"] = 2, True
+    await deliver(r, kube, "orders")
+    assert feldera.pipelines["orders"].status == "Stopped"
+    stored["metadata"]["generation"], stored["spec"]["stopped"] = 3, False
+    await deliver(r, kube, "orders")
+    assert feldera.actions() == [("stop", "orders"), ("start", "orders", "running")]
+    await r.close()
+
+
+async def test_a_pipeline_found_stopped_by_a_new_resource_or_process_is_started_at_once() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders")  # Stopped before the operator ever saw it run
+    r = make_reconciler(kube, feldera, external_stop_grace=3600.0)
+    await add_pipeline(r, kube, pipeline_body("orders"))
+    assert feldera.actions() == [("start", "orders", "running")]
+    await r.close()
+
+
+async def test_declaring_it_stopped_during_the_grace_keeps_it_stopped() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera, external_stop_grace=0.5)
+    await add_pipeline(r, kube, pipeline_body("orders"))
+    stop_behind(feldera)
+    await observe_pass(r)
+    stored = kube.objects[(PLURAL, "default", "orders")]
+    stored["metadata"]["generation"], stored["spec"]["stopped"] = 2, True
+    await deliver(r, kube, "orders")
+    await asyncio.sleep(0.7)  # past the grace
+    await observe_pass(r)
+    assert feldera.actions() == []
+    assert ready(kube.status_of(PLURAL, "orders"))["status"] == "True"
+    await r.close()
