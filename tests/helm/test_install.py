@@ -30,11 +30,11 @@ def namespace(name: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
 
 
-def secret(name: str, ns: str, key: str) -> dict[str, Any]:
+def secret(name: str, ns: str, key: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": ns},
+        "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
         "stringData": {key: API_KEY},
     }
 
@@ -177,7 +177,8 @@ def test_operator_uses_exactly_the_rbac_the_chart_grants(
             sb,
             [
                 secret("default-key", release_ns, "k"),
-                secret("instance-key", ns, "apiKey"),
+                # A FelderaInstance's Secret opts in; the default instance's needs not.
+                secret("instance-key", ns, "apiKey", {"feldera.dev/credentials": "true"}),
                 {
                     "apiVersion": "feldera.dev/v1alpha1",
                     "kind": "FelderaInstance",
