@@ -59,11 +59,14 @@ class PipelineReconciler:
             client: FelderaApi | None = None
             observation: d.Observation
             try:
-                try:
-                    client = await hub.connection(record.instance).client()
-                    observation = await self.observe(record, client)
-                except Unobservable as e:
-                    observation = e.problem
+                if hub.owner(record) is not record:
+                    observation = not_found(record)  # not observed: not this resource's to act on
+                else:
+                    try:
+                        client = await hub.connection(record.instance).client()
+                        observation = await self.observe(record, client)
+                    except Unobservable as e:
+                        observation = e.problem
                 await self._apply_locked(record, observation, client, None)
             except FelderaClientClosed:
                 # The client was replaced (a rotated key, an edited instance) and closed under
@@ -119,7 +122,7 @@ class PipelineReconciler:
             self._hub.connection(record.instance).failed(e)
             record.retry_after = max(record.retry_after, e.retry_after or 0.0)
             label = self._hub.instance_state(record.instance).label
-            problem = problem_from_error(e, instance=label)
+            problem = problem_from_error(e, instance=label, url=client.base_url)
             return not_found(record) if problem.reason == d.PIPELINE_NOT_FOUND else problem
 
     async def with_stats(

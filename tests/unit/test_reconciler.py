@@ -550,7 +550,9 @@ async def test_the_younger_of_two_resources_naming_one_pipeline_is_stalled_and_n
     older = pipeline_body("a", pipelineName="orders", created="2026-01-01T00:00:00Z")
     younger = pipeline_body("b", pipelineName="orders", paused=True, created="2026-01-02T00:00:00Z")
     await add_pipeline(r, kube, older)
+    gets = feldera.count("get")
     await add_pipeline(r, kube, younger)
+    assert feldera.count("get") == gets  # not even observed: not its pipeline to act on
     for _ in range(3):
         await observe_pass(r)
     assert feldera.actions() == []  # no fight: b's paused is never applied
