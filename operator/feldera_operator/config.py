@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -24,6 +25,26 @@ class SecretRef:
         return cls(namespace, name, key or "apiKey")
 
 
+# Accepted ranges, in seconds: (low, high). Beyond them a value is a mistake (0 would spin, a
+# day-long period would never notice drift), refused at start rather than acted on.
+LIMITS: dict[str, tuple[float, float]] = {
+    "period": (0.1, 86400.0),
+    "request_timeout": (0.1, 600.0),
+    "kube_request_timeout": (0.5, 600.0),
+    "external_stop_grace": (0.0, 86400.0),
+}
+
+
+def check_seconds(name: str, value: float) -> str | None:
+    """Why `value` is no acceptable `name` (a LIMITS key), or None."""
+    low, high = LIMITS[name]
+    if not math.isfinite(value):
+        return f"must be a finite number of seconds, got {value}"
+    if not low <= value <= high:
+        return f"must be between {low:g} and {high:g} seconds, got {value:g}"
+    return None
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     # How often each Feldera instance is observed to catch drift made behind the operator's back.
@@ -34,13 +55,26 @@ class OperatorConfig:
     default_tenant: str | None = None
     # Per-request timeout towards Feldera.
     request_timeout: float = 10.0
-    # How many /stats or action calls run at once per instance.
+    # Per-call timeout of the operator's own Kubernetes calls (status, finalizer, Secret, Event).
+    kube_request_timeout: float = 15.0
+    # How long a pipeline stopped by someone else stays stopped before the operator starts it
+    # again (unless a new program version compiled meanwhile); 0: start it again at once.
+    external_stop_grace: float = 60.0
+    # How many requests to one Feldera instance are in flight at once.
     concurrency: int = 32
     namespaces: tuple[str, ...] = field(default=())
     # Serve Prometheus metrics on this port (0: off).
     metrics_port: int = 0
     # Compete for a Lease before acting (several replicas); None: act at once.
     leader_election: LeaderElectionConfig | None = None
+
+    def __post_init__(self) -> None:
+        for name in LIMITS:
+            problem = check_seconds(name, float(getattr(self, name)))
+            if problem is not None:
+                raise ValueError(f"{name} {problem}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -51,4 +85,6 @@ class OperatorConfig:
             default_api_key=SecretRef.parse(secret) if secret else None,
             default_tenant=os.environ.get("FELDERA_TENANT") or None,
             request_timeout=float(os.environ.get("FELDERA_REQUEST_TIMEOUT", "10")),
+            kube_request_timeout=float(os.environ.get("KUBE_REQUEST_TIMEOUT", "15")),
+            external_stop_grace=float(os.environ.get("FELDERA_EXTERNAL_STOP_GRACE", "60")),
         )

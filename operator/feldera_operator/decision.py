@@ -15,6 +15,7 @@ Rules (see the README for the user-facing catalogue of reasons):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -30,6 +31,8 @@ AS_EXPECTED = "AsExpected"
 # Problems that only a person (or the world outside the operator) can fix: Stalled=True.
 INSTANCE_NOT_FOUND = "InstanceNotFound"
 SECRET_NOT_FOUND = "SecretNotFound"
+# A FelderaInstance's Secret without the opt-in label: never read (see instance_connection.py).
+SECRET_NOT_LABELLED = "SecretNotLabelled"
 CREDENTIALS_REJECTED = "CredentialsRejected"
 PERMISSION_DENIED = "PermissionDenied"
 PIPELINE_NOT_FOUND = "PipelineNotFound"
@@ -38,10 +41,27 @@ DEPLOYMENT_FAILED = "DeploymentFailed"
 CONNECTOR_NOT_FOUND = "ConnectorNotFound"
 OUTPUT_PAUSE_UNSUPPORTED = "OutputPauseUnsupported"
 INVALID_SPEC = "InvalidSpec"
+# Two spec entries that Kubernetes tells apart and Feldera does not (`orders`, `"orders"`).
+DUPLICATE_CONNECTOR = "DuplicateConnector"
+# An older FelderaPipeline names the same Feldera pipeline: this one is never acted on.
+PIPELINE_CLAIMED = "PipelineClaimed"
+# Feldera waits for a person to approve a bootstrap (Enterprise).
+AWAITING_APPROVAL = "AwaitingApproval"
+# Started as a standby by someone else: waits to be activated, which the operator never does.
+PIPELINE_STANDBY = "PipelineStandby"
+
+# The URL leads nowhere Feldera answers (a wrong path prefix, a redirect): only a person can fix
+# it, and retrying as if Feldera had failed would hide that.
+INVALID_URL = "InvalidURL"
+# TLS to Feldera failed: an unknown CA, an expired certificate, another host's certificate.
+TLS_ERROR = "TLSError"
 
 # Transient trouble talking to Feldera: Synced=False, retried with backoff.
 FELDERA_UNREACHABLE = "FelderaUnreachable"
 FELDERA_ERROR = "FelderaError"
+
+# Deleting with deletionPolicy Stop, and the stop cannot be made yet (the message says why).
+DELETION_BLOCKED = "DeletionBlocked"
 
 # Progress: Reconciling=True while Feldera follows an action or finishes a transition.
 COMPILING = "Compiling"
@@ -52,6 +72,11 @@ RESUMING = "Resuming"
 TRANSITIONING = "Transitioning"
 PIPELINE_NOT_DEPLOYED = "PipelineNotDeployed"
 CONNECTORS_PENDING = "ConnectorsPending"
+# Feldera lost the pipeline's runner and brings it back by itself.
+PIPELINE_UNAVAILABLE = "PipelineUnavailable"
+# Someone else stopped the pipeline (a deploy tool updating its program): it is started again
+# after a grace, or once a new program version compiled.
+EXTERNAL_STOP_GRACE = "ExternalStopGrace"
 
 # The declared program (spec.program; its flow is decided in program.py).
 CREATING_PIPELINE = "CreatingPipeline"  # Reconciling: PUT issued, Feldera compiles it next
@@ -77,6 +102,7 @@ STALLED_REASONS = frozenset(
     {
         INSTANCE_NOT_FOUND,
         SECRET_NOT_FOUND,
+        SECRET_NOT_LABELLED,
         CREDENTIALS_REJECTED,
         PERMISSION_DENIED,
         PIPELINE_NOT_FOUND,
@@ -92,6 +118,11 @@ STALLED_REASONS = frozenset(
         CONFIGMAP_NOT_FOUND,
         CONFIGMAP_NOT_LABELLED,
         OBSERVE_ONLY,
+        DUPLICATE_CONNECTOR,
+        PIPELINE_CLAIMED,
+        PIPELINE_STANDBY,
+        INVALID_URL,
+        TLS_ERROR,
     }
 )
 # Reasons that mean the round trip to Feldera failed (Synced=False).
@@ -99,10 +130,13 @@ SYNC_FAILURE_REASONS = frozenset(
     {
         INSTANCE_NOT_FOUND,
         SECRET_NOT_FOUND,
+        SECRET_NOT_LABELLED,
         CREDENTIALS_REJECTED,
         PERMISSION_DENIED,
         FELDERA_UNREACHABLE,
         FELDERA_ERROR,
+        INVALID_URL,
+        TLS_ERROR,
     }
 )
 
@@ -144,6 +178,7 @@ class ObservedPipeline:
     program_status: str | None = None
     program_error: str | None = None
     deployment_error: str | None = None
+    program_version: int | None = None
     # None when /stats was not read (pipeline not deployed, or the call failed).
     inputs: tuple[ObservedConnector, ...] | None = None
     outputs: tuple[ObservedConnector, ...] | None = None
@@ -217,6 +252,13 @@ class Decision:
 # ----------------------------------------------------------------------------- names
 
 
+def manages_program(spec: FelderaPipelineSpec) -> bool:
+    """Whether the resource declares the pipeline's program (spec.program). Where it does not, a
+    tool deploys it its own way, and a stop by someone else is given a grace before the pipeline
+    is started again."""
+    return getattr(spec, "program", None) is not None
+
+
 def canonical_spec_relation(name: str) -> str:
     """A table/view name as written in a spec → the key Feldera matches it by.
 
@@ -254,6 +296,7 @@ class _ConnectorVerdict:
     action: ConnectorAction | None
     problem: str | None  # catalogue reason when not as declared
     pending: bool  # waits on the pipeline or on an issued action
+    note: str | None = None  # what the Ready message adds about this connector
 
 
 def decide(
@@ -265,12 +308,15 @@ def decide(
     previous_status: Mapping[str, Any] | None,
     now: str,
     program: ProgramOutcome | None = None,
+    start_held_for: float | None = None,
 ) -> Decision:
     """Decide the actions for one FelderaPipeline and the whole status to write.
 
     `program` is the program flow's outcome when the spec declares a program (program.py): its
     status goes to status.program, its reason leads Ready's while the program is not as declared,
     and while it holds the pipeline no run-state action is decided. ObserveOnly decides none.
+    `start_held_for`: seconds a start is still held back (someone else stopped the pipeline, see
+    the reconciler's external-stop grace); None when nothing holds it.
     """
     decision = _decide_run_state(
         spec,
@@ -279,6 +325,7 @@ def decide(
         observed=observed,
         previous_status=previous_status,
         now=now,
+        start_held_for=start_held_for,
     )
     if program is None and spec.managementPolicy == "Full":
         return decision
@@ -382,6 +429,7 @@ def _decide_run_state(
     observed: Observation,
     previous_status: Mapping[str, Any] | None,
     now: str,
+    start_held_for: float | None = None,
 ) -> Decision:
     """The pipeline's run state and its connectors: the decision before spec.program existed."""
     previous_status = previous_status or {}
@@ -390,6 +438,13 @@ def _decide_run_state(
 
     actions: list[Action] = []
     pipeline_action, pipeline_reason, pipeline_message = _pipeline_step(spec, observed)
+    if start_held_for is not None and pipeline_action and pipeline_action.verb == "start":
+        pipeline_action, pipeline_reason = None, EXTERNAL_STOP_GRACE
+        pipeline_message = (
+            "the pipeline was stopped outside the operator (a tool deploying its program?): it "
+            f"is started again in {math.ceil(start_held_for)} s, or as soon as a new program "
+            "version has compiled; set spec.stopped: true to keep it stopped"
+        )
     if pipeline_action is not None:
         actions.append(pipeline_action)
 
@@ -432,8 +487,8 @@ def _decide_run_state(
         reason, message = stats_problem.reason, stats_problem.message
     elif connector_problems:
         reason = connector_problems[0]
-        names = [_entry_name(v.entry) for v in verdicts if v.problem == reason]
-        message = _connector_problem_message(reason, names)
+        names = [v.note or _entry_name(v.entry) for v in verdicts if v.problem == reason]
+        message = _connector_problem_message(reason, list(dict.fromkeys(names)))
     elif any(v.pending for v in verdicts):
         reason = CONNECTORS_PENDING
         names = [_entry_name(v.entry) for v in verdicts if v.pending]
@@ -588,8 +643,29 @@ def _pipeline_step(
             reason = PAUSING if want == "Paused" else RESUMING
             return None, reason, f"pipeline is {status}, becoming {want}"
         return None, CONVERGED, f"pipeline {status} as declared"
-    # Provisioning, Initializing, Bootstrapping, Replaying, AwaitingApproval, Unavailable...
-    # pause/resume are refused until it is deployed; wait.
+    # Not deployed yet: pause/resume are refused until it is; wait, and say for what.
+    if status == "AwaitingApproval":
+        return (
+            None,
+            AWAITING_APPROVAL,
+            "pipeline is AwaitingApproval: Feldera waits for a person to approve its bootstrap "
+            "(the web console, or POST /v0/pipelines/{name}/approve)",
+        )
+    if status == "Standby":
+        return (
+            None,
+            PIPELINE_STANDBY,
+            "pipeline is in Standby: it waits for whoever started it as a standby to activate "
+            "it (POST /v0/pipelines/{name}/activate); the operator does not",
+        )
+    if status == "Unavailable":
+        return (
+            None,
+            PIPELINE_UNAVAILABLE,
+            f"pipeline is Unavailable (desired {desired}): Feldera cannot reach its runner and "
+            "is bringing it back; waiting",
+        )
+    # Provisioning, Initializing, Bootstrapping, Replaying...
     reason = STARTING if status in ("Stopped", "Provisioning", "Initializing") else TRANSITIONING
     return None, reason, f"pipeline is {status} (desired {desired}); waiting"
 
@@ -605,21 +681,30 @@ def _connector_verdicts(
     wait_for_deploy: bool,
 ) -> list[_ConnectorVerdict]:
     relation_key = "table" if direction == "input" else "view"
+    field_name = f"{direction}s"
     running = pipeline.deployment_status == "Running"
-    wanted: dict[tuple[str, str], tuple[str, bool]] = {
-        (canonical_spec_relation(rel), conn): (rel, paused) for rel, conn, paused in declared
-    }
+    # Declared entries by the key Feldera matches them by; more than one entry for one key is a
+    # spec that contradicts itself (`orders` and `"orders"`): those entries are never acted on.
+    groups: dict[tuple[str, str], list[tuple[int, str, bool]]] = {}
+    for index, (rel, conn, paused) in enumerate(declared):
+        groups.setdefault((canonical_spec_relation(rel), conn), []).append((index, rel, paused))
     seen: dict[tuple[str, str], ObservedConnector] = {}
     for reported in observed or ():
         key = (canonical_reported_relation(reported.relation), reported.connector)
         # A user may name a connector `api-...`: one the spec declares is never a temporary one.
-        if is_temporary_connector(reported.connector) and key not in wanted:
+        if is_temporary_connector(reported.connector) and key not in groups:
             continue
         seen[key] = reported
 
     verdicts: list[_ConnectorVerdict] = []
     # Declared connectors first, in spec order, then the others in Feldera's order.
-    for key, (spec_relation, want_paused) in wanted.items():
+    for key, group in groups.items():
+        if len(group) > 1:
+            verdicts.extend(
+                _duplicate_verdicts(field_name, relation_key, key, group, seen.get(key), running)
+            )
+            continue
+        _, spec_relation, want_paused = group[0]
         oc = seen.get(key)
         entry: dict[str, Any] = {
             relation_key: oc.relation if oc else spec_relation,
@@ -634,7 +719,10 @@ def _connector_verdicts(
             continue
         if oc is None:
             entry.update(paused=None, state="Unknown", active=False, reason=CONNECTOR_NOT_FOUND)
-            verdicts.append(_ConnectorVerdict(entry, None, CONNECTOR_NOT_FOUND, pending=False))
+            note = _quoting_hint(relation_key, spec_relation, key[1], seen)
+            verdicts.append(
+                _ConnectorVerdict(entry, None, CONNECTOR_NOT_FOUND, pending=False, note=note)
+            )
             continue
         _fill_observed(entry, oc, running)
         if oc.paused is None or not pausable:
@@ -653,13 +741,69 @@ def _connector_verdicts(
         action = ConnectorAction(direction, spec_relation, key[1], verb)
         verdicts.append(_ConnectorVerdict(entry, action, None, pending=True))
 
+    declared_keys = {(v.entry[relation_key], v.entry["connector"]) for v in verdicts}
     for key, oc in seen.items():
-        if key in wanted:
+        if key in groups:
             continue
-        entry = {relation_key: oc.relation, "connector": oc.connector, "declared": False}
+        relation = oc.relation
+        if (relation, oc.connector) in declared_keys and not relation.startswith('"'):
+            # A case-sensitive table beside an unquoted declared entry spelt the same (`"Orders"`
+            # reported as Orders, spec `Orders` meaning `orders`): shown as a spec must name it.
+            relation = f'"{relation}"'
+        if (relation, oc.connector) in declared_keys:
+            continue  # never two status entries with one list-map key (the write would be 422)
+        entry = {relation_key: relation, "connector": oc.connector, "declared": False}
         _fill_observed(entry, oc, running)
         verdicts.append(_ConnectorVerdict(entry, None, None, pending=False))
     return verdicts
+
+
+def _duplicate_verdicts(
+    field_name: str,
+    relation_key: str,
+    key: tuple[str, str],
+    group: Sequence[tuple[int, str, bool]],
+    oc: ObservedConnector | None,
+    running: bool,
+) -> list[_ConnectorVerdict]:
+    """Entries that name one connector twice: reported, each under its own spelling, never acted
+    on; the Ready message names them by position."""
+    where = " and ".join(f"spec.{field_name}[{i}] ({rel}.{key[1]})" for i, rel, _ in group)
+    note = f"{where} name the same connector (unquoted SQL names are case-insensitive)"
+    verdicts = []
+    for _, rel, paused in group:
+        entry: dict[str, Any] = {
+            relation_key: rel,
+            "connector": key[1],
+            "declared": True,
+            "desiredPaused": paused,
+        }
+        if oc is None:
+            entry.update(paused=None, state="Unknown", active=False)
+        else:
+            _fill_observed(entry, oc, running)
+        entry["reason"] = DUPLICATE_CONNECTOR
+        verdicts.append(_ConnectorVerdict(entry, None, DUPLICATE_CONNECTOR, False, note=note))
+    return verdicts
+
+
+def _quoting_hint(
+    relation_key: str, spec_relation: str, connector: str, seen: Mapping[Any, ObservedConnector]
+) -> str | None:
+    """For a declared connector not found: Feldera's case-sensitive relation it probably means."""
+    if spec_relation.startswith('"'):
+        return None
+    for (relation, name), _ in seen.items():
+        if (
+            name == connector
+            and relation != relation.lower()
+            and relation.lower() == (spec_relation.lower())
+        ):
+            return (
+                f"{spec_relation}.{connector} (Feldera has {relation}.{connector}, declared with "
+                f"quotes: write {relation_key}: '\"{relation}\"')"
+            )
+    return None
 
 
 def _fill_observed(entry: dict[str, Any], oc: ObservedConnector, pipeline_running: bool) -> None:
@@ -701,6 +845,8 @@ def _connector_problem_message(reason: str, names: Sequence[str]) -> str:
         return f"Feldera does not report declared connector(s): {listed}"
     if reason == OUTPUT_PAUSE_UNSUPPORTED:
         return f"this Feldera cannot pause output connectors (needs 0.369+): {listed}"
+    if reason == DUPLICATE_CONNECTOR:
+        return f"{'; '.join(names)}: remove one; the other entries are reconciled"
     return f"{reason}: {listed}"
 
 
@@ -715,9 +861,15 @@ def _converged_message(
 
 
 def _summary(entries: Iterable[Mapping[str, Any]]) -> str:
+    """`active/connectors active`, over the connectors that exist; declared ones Feldera does
+    not have are said apart (`, 2 missing`), never counted as connectors."""
     entries = list(entries)
+    missing = sum(
+        1 for e in entries if e.get("reason") in (CONNECTOR_NOT_FOUND, PIPELINE_NOT_FOUND)
+    )
     active = sum(1 for e in entries if e.get("active"))
-    return f"{active}/{len(entries)} active"
+    summary = f"{active}/{len(entries) - missing} active"
+    return f"{summary}, {missing} missing" if missing else summary
 
 
 def _first_line(text: str | None, limit: int = 300) -> str:
@@ -800,12 +952,21 @@ def is_drift(decision: Decision, *, ready_generation: int | None, generation: in
 
 
 def with_problem(
-    status: Mapping[str, Any], problem: Problem, *, generation: int, now: str
+    status: Mapping[str, Any],
+    problem: Problem,
+    *,
+    generation: int,
+    now: str,
+    previous_status: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The decided status, with conditions saying that issuing an action failed."""
+    """The decided status, with conditions saying that issuing an action failed.
+
+    Transition times come from `previous_status` (what is written on the resource), not from the
+    just-decided conditions: those flip on every retry, and each flip would move the time."""
     result = dict(status)
+    previous = status if previous_status is None else previous_status
     result["conditions"] = _problem_conditions(
-        status.get("conditions"), problem, generation=generation, now=now
+        previous.get("conditions"), problem, generation=generation, now=now
     )
     return result
 
@@ -835,16 +996,58 @@ def invalid_spec_status(
     message: str, *, generation: int, previous_status: Mapping[str, Any] | None, now: str
 ) -> dict[str, Any]:
     """A spec the operator cannot act on: say so, act on nothing, keep what was observed."""
+    return not_acted_on_status(
+        INVALID_SPEC, message, generation=generation, previous_status=previous_status, now=now
+    )
+
+
+def not_acted_on_status(
+    reason: str,
+    message: str,
+    *,
+    generation: int,
+    previous_status: Mapping[str, Any] | None,
+    now: str,
+) -> dict[str, Any]:
+    """A resource the operator will not act on until a person changes something (a spec it
+    cannot act on, a pipeline another resource declares): Stalled with `reason`, nothing sent to
+    Feldera, what was observed kept."""
     previous = dict(previous_status or {})
     previous["observedGeneration"] = generation
     previous["conditions"] = _conditions(
         previous.get("conditions"),
         generation=generation,
         now=now,
-        ready=(False, INVALID_SPEC, message),
+        ready=(False, reason, message),
         synced=(True, SYNCED, "nothing to send to Feldera"),
-        reconciling=(False, INVALID_SPEC, message),
-        stalled=(True, INVALID_SPEC, message),
+        reconciling=(False, reason, message),
+        stalled=(True, reason, message),
+    )
+    return previous
+
+
+def deletion_blocked_status(
+    problem: Problem, *, generation: int, previous_status: Mapping[str, Any] | None, now: str
+) -> dict[str, Any]:
+    """A resource being deleted whose pipeline cannot be stopped yet (deletionPolicy Stop): the
+    deletion waits, retried; the status says on what. What was observed is kept."""
+    previous = dict(previous_status or {})
+    previous["observedGeneration"] = generation
+    message = f"deletion waits for the pipeline to stop (deletionPolicy: Stop): {problem.message}"
+    stalled = problem.reason in STALLED_REASONS
+    synced = problem.reason not in SYNC_FAILURE_REASONS
+    previous["conditions"] = _conditions(
+        previous.get("conditions"),
+        generation=generation,
+        now=now,
+        ready=(False, DELETION_BLOCKED, message),
+        synced=(
+            synced,
+            SYNCED if synced else problem.reason,
+            "last round trip to Feldera succeeded" if synced else problem.message,
+        ),
+        reconciling=(not stalled, DELETION_BLOCKED, message),
+        stalled=(stalled, DELETION_BLOCKED, message),
     )
     return previous
 
@@ -860,6 +1063,16 @@ def instance_status(
 ) -> dict[str, Any]:
     """A FelderaInstance's status: whether its API answered, and what it is."""
     previous = dict(previous_status or {})
+    reachable = problem is None or problem.reason not in (
+        FELDERA_UNREACHABLE,
+        FELDERA_ERROR,
+        INSTANCE_NOT_FOUND,
+        TLS_ERROR,
+        INVALID_URL,
+    )
+    if not reachable:
+        # Nothing answers there now: what answered before is no longer known to be there.
+        previous.update(version=None, edition=None, pipelines=None)
     if problem is None:
         ready = (True, CONVERGED, "the Feldera API answered")
         synced = (True, SYNCED, "last round trip to Feldera succeeded")
@@ -868,10 +1081,9 @@ def instance_status(
         synced = (problem.reason not in SYNC_FAILURE_REASONS, problem.reason, problem.message)
     return {
         "observedGeneration": generation,
-        "reachable": problem is None
-        or problem.reason not in (FELDERA_UNREACHABLE, FELDERA_ERROR, INSTANCE_NOT_FOUND),
-        "version": server.get("version") or previous.get("version"),
-        "edition": server.get("edition") or previous.get("edition"),
+        "reachable": reachable,
+        "version": (server.get("version") if reachable else None) or previous.get("version"),
+        "edition": (server.get("edition") if reachable else None) or previous.get("edition"),
         "pipelines": pipelines if pipelines is not None else previous.get("pipelines"),
         "conditions": _conditions(
             previous.get("conditions"),

@@ -19,6 +19,7 @@ What it promises its callers:
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import logging
@@ -42,6 +43,7 @@ __all__ = [
     "FelderaAuthError",
     "FelderaBadRequest",
     "FelderaClient",
+    "FelderaClientClosed",
     "FelderaConfig",
     "FelderaError",
     "FelderaForbidden",
@@ -77,6 +79,12 @@ _REDACTED: Final = "[REDACTED]"
 # Characters an HTTP header value may carry; anything else in a key would be a header-injection
 # risk, and aiohttp's own complaint about it might quote the value.
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]+")
+# The most a response body may hold: a listing of 10,000 pipelines is a few MB. More is a server
+# gone wrong, and reading it whole would grow the operator's memory without end.
+MAX_BODY: Final = 64 * 1024 * 1024
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]+>")
+_SSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)")
 
 
 # ----------------------------------------------------------------------------- response shapes
@@ -221,11 +229,16 @@ class FelderaUnreachable(FelderaError):
 
 
 class FelderaTLSError(FelderaUnreachable):
-    """The TLS handshake failed, usually because the server's certificate is not trusted.
+    """The TLS handshake failed: the certificate is not trusted, expired or for another host, or
+    the server does not speak TLS. `detail` says which, in OpenSSL's words.
 
     A kind of unreachable, so callers that only care about reachability need not know it; callers
     that want to tell a person "check the CA" can.
     """
+
+    def __init__(self, message: str, *, endpoint: str, detail: str) -> None:
+        self.detail = detail
+        super().__init__(message, endpoint=endpoint)
 
 
 class FelderaAuthError(FelderaError):
@@ -279,6 +292,14 @@ class FelderaNotDeployed(FelderaError):
 
 class FelderaServerError(FelderaError):
     """Any other 5xx, including a proxy's 502/504 and 501 `EnterpriseFeature`."""
+
+
+class FelderaClientClosed(FelderaError):
+    """This client was closed (its settings were replaced): nothing was sent; ask the new one."""
+
+    @property
+    def retryable(self) -> bool:
+        return True
 
 
 class FelderaBadRequest(FelderaError):
@@ -366,6 +387,8 @@ class FelderaClient:
         timeout: float = 10.0,
         session: aiohttp.ClientSession | None = None,
         on_response: OnResponse | None = None,
+        max_in_flight: int = 32,
+        max_body: int = MAX_BODY,
     ) -> None:
         url = URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
@@ -394,7 +417,11 @@ class FelderaClient:
         self._ssl: ssl.SSLContext | bool = True
         if ca_pem is not None:
             self._ssl = _ssl_context(ca_pem)
+        # `total` bounds the whole exchange, the body's read included (a server trickling a
+        # byte a second); the wait for a free slot below is not part of it.
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._max_body = max_body
         self._session = session
         self._owns_session = session is None
         self._closed = False
@@ -540,9 +567,9 @@ class FelderaClient:
 
     # ------------------------------------------------------------------------- plumbing
 
-    def _http(self) -> aiohttp.ClientSession:
+    def _http(self, endpoint: str) -> aiohttp.ClientSession:
         if self._closed:
-            raise RuntimeError("FelderaClient is closed")
+            raise FelderaClientClosed("the client is closed; nothing was sent", endpoint=endpoint)
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 # An API client has no use for cookies, and a shared jar could carry one tenant's
@@ -570,33 +597,40 @@ class FelderaClient:
         # encoded=True: the path is already percent-encoded, and yarl must neither encode it again
         # (%22 → %2522) nor decode it (%2F → /).
         url = URL(self._base + path, encoded=True)
-        session = self._http()
+        session = self._http(endpoint)
         status: int | None = None
         failure: FelderaUnreachable | None = None
         started = time.monotonic()
         # Failures are raised after the `except` blocks, not inside them, so that they carry no
         # __context__: aiohttp's exceptions hold the request, and the repr of some of them prints
         # its headers, the key among them.
+        too_large = False
+        raw = b""
         try:
-            async with session.request(
-                method,
-                url,
-                headers=self._headers,
-                json=json_body,
-                ssl=self._ssl,
-                timeout=self._timeout,
-                allow_redirects=False,
-                raise_for_status=False,
-            ) as response:
-                raw = await response.read()
-                status = response.status
+            async with self._in_flight:
+                started = time.monotonic()
+                # Redirects are never followed: the key would go with the request wherever the
+                # server points (another host, plain http). A redirect is reported instead.
+                async with session.request(
+                    method,
+                    url,
+                    headers=self._headers,
+                    json=json_body,
+                    ssl=self._ssl,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                    raise_for_status=False,
+                ) as response:
+                    raw, too_large = await self._read(response)
+                    status = response.status
         except TimeoutError:
             failure = FelderaUnreachable(
                 f"no response within {self._timeout.total:g} s", endpoint=endpoint, timeout=True
             )
         except aiohttp.ClientSSLError as e:
+            detail = _tls_detail(e)
             failure = FelderaTLSError(
-                self._redact(f"TLS failed: {_describe(e)}"), endpoint=endpoint
+                self._redact(f"TLS failed: {detail}"), endpoint=endpoint, detail=detail
             )
         except aiohttp.ClientError as e:
             # Refused, reset, DNS, dropped mid-response, or a response too broken to parse.
@@ -605,6 +639,12 @@ class FelderaClient:
             self._report(method, path_template, status, time.monotonic() - started)
         if failure is not None:
             raise failure
+        if too_large:
+            raise FelderaError(
+                f"response larger than {self._max_body} bytes: not read",
+                endpoint=endpoint,
+                status=response.status,
+            )
 
         if not 200 <= response.status <= 299:
             raise self._error(endpoint, response, raw)
@@ -617,6 +657,20 @@ class FelderaClient:
                 status=response.status,
             )
         return body
+
+    async def _read(self, response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+        """The body, unless it is larger than allowed: (what was read, whether it was cut)."""
+        length = response.content_length
+        if length is not None and length > self._max_body:
+            return b"", True
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > self._max_body:
+                return b"", True
+            chunks.append(chunk)
+        return b"".join(chunks), False
 
     def _parse_success(self, endpoint: str, status: int, raw: bytes) -> Any:
         if not raw.strip():
@@ -636,6 +690,13 @@ class FelderaClient:
         error_code: str | None = None
         details: Any = None
         message = _excerpt(text) if text.strip() else (response.reason or "no body")
+        if _looks_like_html(text):
+            # A proxy or load balancer answered in Feldera's place (nginx's 502 page...).
+            message = f"{_html_summary(text)} (an HTML page, not Feldera's error: a proxy?)"
+        if 300 <= response.status <= 399:
+            location = response.headers.get("Location")
+            where = f" to {_without_query(location)}" if location else ""
+            message = f"redirected{where}; redirects are not followed"
         try:
             # Parsed from the original bytes: the key may sit JSON-escaped in them.
             parsed = self._redact(json.loads(raw))
@@ -687,6 +748,43 @@ def _ssl_context(ca_pem: str) -> ssl.SSLContext:
         return ssl.create_default_context(cadata=ca_pem)
     except (ssl.SSLError, ValueError) as e:
         raise ValueError(f"ca_pem is not a usable PEM certificate bundle: {e}") from None
+
+
+def _looks_like_html(text: str) -> bool:
+    head = text.lstrip()[:200].lower()
+    return head.startswith("<!doctype html") or head.startswith("<html") or "<head" in head
+
+
+def _html_summary(text: str) -> str:
+    """An HTML page in a few words: its title, else its text without tags."""
+    match = _TITLE.search(text)
+    words = match.group(1) if match else _TAG.sub(" ", text)
+    return _excerpt(words) or "an empty page"
+
+
+def _without_query(url: str) -> str:
+    """A redirect target fit to show: no query or fragment (tokens travel there), no user info."""
+    try:
+        target = URL(url)
+        if target.user is not None or target.password is not None:
+            target = target.with_user(None)
+        return str(target.with_query(None).with_fragment(None))
+    except ValueError:
+        return "an unreadable location"
+
+
+def _tls_detail(e: aiohttp.ClientSSLError) -> str:
+    """OpenSSL's reason, as a person reads it: "certificate verify failed: certificate has
+    expired", "wrong version number" (no TLS at that address)."""
+    cause: Any = getattr(e, "certificate_error", None) or (e.args[1] if len(e.args) > 1 else e)
+    verify = getattr(cause, "verify_message", None)
+    if isinstance(verify, str) and verify:
+        return f"certificate verify failed: {verify.rstrip('.')}"
+    reason = getattr(cause, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason.replace("_", " ").lower()
+    text = _SSL_SOURCE.sub("", str(cause))
+    return text or type(e).__name__
 
 
 def _describe(e: BaseException) -> str:

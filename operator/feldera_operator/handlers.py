@@ -7,6 +7,7 @@ provides the watches, the per-object serialisation of events, the liveness endpo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -58,12 +59,21 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.diffbase_storage = _NoDiffBase()
     api_client = load_api_client()
     await permissions.check(api_client, config)  # names every missing grant, once
-    reconciler = Reconciler(config, KubeApi(api_client))
+    kube = KubeApi(api_client, timeout=config.kube_request_timeout)
+    memo["kube"] = kube
+    reconciler = Reconciler(config, kube)
     memo["reconciler"] = reconciler
     if config.metrics_port:
-        metrics.serve(config.metrics_port, reconciler.status_snapshot)
+        metrics.serve(
+            config.metrics_port,
+            metrics.StateCollector(
+                reconciler.leading.is_set,
+                reconciler.metric_resources,
+                reconciler.metric_instances,
+            ),
+        )
     if config.leader_election is not None:
-        leader.start(config.leader_election, reconciler.leading)
+        memo["elector"] = leader.start(config.leader_election, reconciler.leading)
     else:
         reconciler.leading.set()
     log.info(
@@ -78,6 +88,14 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     reconciler: Reconciler | None = memo.get("reconciler")
     if reconciler is not None:
         await reconciler.close()
+    # Only once nothing acts any more: a standby takes the lease at its next try (~2 s), not
+    # after the lease expired.
+    elector: leader.LeaderElector | None = memo.get("elector")
+    if elector is not None:
+        await asyncio.to_thread(elector.release)
+    kube: KubeApi | None = memo.get("kube")
+    if kube is not None:
+        kube.close()
 
 
 @kopf.on.event(GROUP, VERSION, FelderaPipeline.PLURAL)

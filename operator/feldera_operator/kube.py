@@ -12,11 +12,14 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
+import functools
 import logging
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -42,6 +45,45 @@ class SecretMissing(KubeError):
     """The Secret, or the key in it, does not exist."""
 
 
+@dataclass(frozen=True)
+class SecretData:
+    """A Secret's labels and its data (base64, as the API serves it). `repr` shows no data."""
+
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+    data: Mapping[str, str] = field(repr=False)
+
+    def value(self, key: str) -> str:
+        """The decoded value of one key. Never logged, never put in an error."""
+        if key not in self.data:
+            raise SecretMissing(f"Secret {self.namespace}/{self.name} has no key {key!r}", 404)
+        try:
+            return base64.b64decode(self.data[key], validate=True).decode().strip()
+        except (binascii.Error, UnicodeDecodeError):
+            raise KubeError(
+                f"Secret {self.namespace}/{self.name} key {key!r} is not valid base64 text"
+            ) from None
+
+
+class KubeClient(Protocol):
+    """The operator's own Kubernetes calls (`KubeApi`; a fake in the reconciler's unit tests)."""
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def patch_object(
+        self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def read_secret(self, namespace: str, name: str) -> SecretData: ...
+
+    async def post_event(
+        self, involved: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
+    ) -> None: ...
+
+
 def load_api_client() -> kubernetes.client.ApiClient:
     """In-cluster service account if there is one, else the kubeconfig (KUBECONFIG)."""
     config = kubernetes.client.Configuration()
@@ -59,10 +101,24 @@ def load_api_client() -> kubernetes.client.ApiClient:
 class KubeApi:
     """Async façade over the synchronous client; one instance per operator process."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+    def __init__(
+        self,
+        api_client: kubernetes.client.ApiClient,
+        *,
+        timeout: float = 15.0,
+        threads: int = 8,
+        event_threads: int = 2,
+    ) -> None:
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._instance = f"{socket.gethostname()}-{os.getpid()}"
+        # Every call is bounded: a half-open connection must not hold a status write (and the
+        # resource's lock) forever. (connect, read) seconds, as urllib3 takes them.
+        self._timeout = timeout
+        # Status and finalizer writes and Secret reads in one pool, Events in another: a flood
+        # of Events (or an API server slow to take them) never delays a status write.
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="kube")
+        self._event_pool = ThreadPoolExecutor(event_threads, thread_name_prefix="kube-events")
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
@@ -95,23 +151,21 @@ class KubeApi:
             _content_type=MERGE_PATCH,
         )
 
-    async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
-        """The decoded value of one key of a Secret. Never logged, never put in an error."""
+    async def read_secret(self, namespace: str, name: str) -> SecretData:
+        """A Secret's labels and data. Its values are never logged, never put in an error."""
         try:
             secret = await self._call(self._core.read_namespaced_secret, name, namespace)
         except KubeError as e:
             if e.status == 404:
                 raise SecretMissing(f"Secret {namespace}/{name} not found", 404) from None
             raise
-        data = secret.get("data") or {}
-        if key not in data:
-            raise SecretMissing(f"Secret {namespace}/{name} has no key {key!r}", 404)
-        try:
-            return base64.b64decode(data[key], validate=True).decode().strip()
-        except (binascii.Error, UnicodeDecodeError):
-            raise KubeError(
-                f"Secret {namespace}/{name} key {key!r} is not valid base64 text"
-            ) from None
+        meta = secret.get("metadata") or {}
+        return SecretData(
+            namespace=namespace,
+            name=name,
+            labels=dict(meta.get("labels") or {}),
+            data=dict(secret.get("data") or {}),
+        )
 
     async def post_event(
         self,
@@ -148,23 +202,37 @@ class KubeApi:
             "count": 1,
         }
         try:
-            await self._call(self._core.create_namespaced_event, namespace, body)
+            await self._call(
+                self._core.create_namespaced_event, namespace, body, pool=self._event_pool
+            )
         except KubeError as e:
             # An Event is a courtesy: never let its failure disturb reconciling.
             log.warning(
                 "could not post Event %s on %s/%s: %s", reason, namespace, meta.get("name"), e
             )
 
-    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def _call(
+        self, fn: Any, *args: Any, pool: ThreadPoolExecutor | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        call = functools.partial(fn, *args, _request_timeout=self._timeout, **kwargs)
+        future = asyncio.get_running_loop().run_in_executor(pool or self._pool, call)
         try:
-            result = await asyncio.to_thread(fn, *args, **kwargs)
+            # urllib3's timeout bounds each socket operation; this bounds the whole call (a
+            # server trickling bytes), on top. The thread ends with urllib3's timeout.
+            result = await asyncio.wait_for(future, 2 * self._timeout + 1)
         except ApiException as e:
             raise KubeError(_api_error_text(e), e.status) from None
+        except TimeoutError:
+            raise KubeError(f"Kubernetes API timed out ({self._timeout:g} s)") from None
         except Exception as e:  # urllib3/socket errors: no response
             raise KubeError(f"Kubernetes API unreachable: {type(e).__name__}") from None
         if hasattr(result, "to_dict"):
             return dict(result.to_dict())
         return dict(result) if isinstance(result, Mapping) else {}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._event_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _api_error_text(e: ApiException) -> str:

@@ -41,6 +41,7 @@ def observed_pipeline(
         deployment_status=str(pipeline.get("deployment_status") or "Unknown"),
         desired_status=str(pipeline.get("deployment_desired_status") or "Unknown"),
         program_status=_str_or_none(pipeline.get("program_status")),
+        program_version=_int_or_none(pipeline.get("program_version")),
         program_error=_error_text(pipeline.get("program_error")),
         deployment_error=_error_text(pipeline.get("deployment_error")),
         inputs=inputs,
@@ -73,6 +74,10 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _bool_or_none(value: Any) -> bool | None:
     return value if isinstance(value, bool) else None
 
@@ -100,15 +105,31 @@ def _error_text(value: Any) -> str | None:
     return None
 
 
-def problem_from_error(error: FelderaError, *, instance: str) -> d.Problem:
+def problem_from_error(error: FelderaError, *, instance: str, url: str = "") -> d.Problem:
     """A failed call → the catalogue reason that says what a person should look at.
 
-    `str(error)` is safe to show: the client keeps keys and headers out of its errors.
+    `str(error)` is safe to show: the client keeps keys and headers out of its errors. `url` is
+    the instance's base URL (never holding credentials: the client refuses those).
     """
     if isinstance(error, FelderaTLSError):
         return d.Problem(
-            d.FELDERA_UNREACHABLE,
-            f"TLS to Feldera ({instance}) failed; check caSecretRef: {error}",
+            d.TLS_ERROR,
+            f"TLS to Feldera ({instance}) failed: {error.detail}; check the server's certificate "
+            "and spec.caSecretRef",
+        )
+    if error.status is not None and 300 <= error.status <= 399:
+        return d.Problem(
+            d.INVALID_URL,
+            f"{_request(error, url)} answered {error.status}, {error.message}: set the URL to "
+            "where Feldera's API answers (a redirect is never followed: the API key would go "
+            "with it)",
+        )
+    if isinstance(error, FelderaNotFound) and error.error_code is None:
+        # Feldera names every 404 of its own (UnknownPipelineName...); one without its error
+        # body comes from something else at that address.
+        return d.Problem(
+            d.INVALID_URL,
+            f"{_request(error, url)} answered 404: is the URL Feldera's API root?",
         )
     if isinstance(error, FelderaUnreachable):
         what = "timed out" if error.timeout else "unreachable"
@@ -135,3 +156,9 @@ def problem_from_error(error: FelderaError, *, instance: str) -> d.Problem:
     if isinstance(error, FelderaNotDeployed):
         return d.Problem(d.PIPELINE_NOT_DEPLOYED, str(error))
     return d.Problem(d.FELDERA_ERROR, f"Feldera ({instance}) answered an error: {error}")
+
+
+def _request(error: FelderaError, url: str) -> str:
+    """`GET http://host/prefix/v0/config`: the request as a person would retype it."""
+    method, _, path = error.endpoint.partition(" ")
+    return f"{method} {url}{path}" if url else error.endpoint

@@ -6,9 +6,42 @@ import argparse
 import logging
 import os
 import socket
+from collections.abc import Callable
 
-from feldera_operator.config import OperatorConfig, SecretRef
+from feldera_operator.config import OperatorConfig, SecretRef, check_seconds
 from feldera_operator.leader import LeaderElectionConfig
+
+
+def _seconds(name: str, flag: str, variable: str) -> Callable[[str], float]:
+    """An argparse type: seconds within config.LIMITS[name], or an error naming the flag and the
+    environment variable (a bad value may come from either)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag} / {variable}: expected a number of seconds, got {text!r}"
+            ) from None
+        problem = check_seconds(name, value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(f"{flag} / {variable}: {problem}")
+        return value
+
+    return parse
+
+
+def _lease_duration(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 3 <= value <= 3600:
+        raise argparse.ArgumentTypeError(
+            "--leader-election-lease-duration / LEADER_ELECTION_LEASE_DURATION: expected whole "
+            f"seconds between 3 and 3600, got {text!r}"
+        )
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,17 +71,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Watch only this namespace (repeatable; env WATCH_NAMESPACES, comma-separated). "
         "Default: all namespaces.",
     )
+    # String defaults go through `type` too, so a bad environment value is refused alike.
     parser.add_argument(
         "--period",
-        type=float,
-        default=float(env("FELDERA_OPERATOR_PERIOD", "10")),
-        help="Seconds between observations of each Feldera instance (default 10).",
+        type=_seconds("period", "--period", "FELDERA_OPERATOR_PERIOD"),
+        default=env("FELDERA_OPERATOR_PERIOD", "10"),
+        help="Seconds between observations of each Feldera instance (default 10; env "
+        "FELDERA_OPERATOR_PERIOD).",
     )
     parser.add_argument(
         "--request-timeout",
-        type=float,
-        default=float(env("FELDERA_REQUEST_TIMEOUT", "10")),
-        help="Timeout of one request to Feldera, in seconds (default 10).",
+        type=_seconds("request_timeout", "--request-timeout", "FELDERA_REQUEST_TIMEOUT"),
+        default=env("FELDERA_REQUEST_TIMEOUT", "10"),
+        help="Timeout of one request to Feldera, body included, in seconds (default 10; env "
+        "FELDERA_REQUEST_TIMEOUT).",
+    )
+    parser.add_argument(
+        "--kube-request-timeout",
+        type=_seconds("kube_request_timeout", "--kube-request-timeout", "KUBE_REQUEST_TIMEOUT"),
+        default=env("KUBE_REQUEST_TIMEOUT", "15"),
+        help="Timeout of one call of the operator's own to the Kubernetes API, in seconds "
+        "(default 15; env KUBE_REQUEST_TIMEOUT).",
+    )
+    parser.add_argument(
+        "--external-stop-grace",
+        type=_seconds(
+            "external_stop_grace", "--external-stop-grace", "FELDERA_EXTERNAL_STOP_GRACE"
+        ),
+        default=env("FELDERA_EXTERNAL_STOP_GRACE", "60"),
+        help="Seconds a pipeline stopped by someone else stays stopped before it is started "
+        "again, unless a new program version compiled meanwhile (default 60; 0: at once; env "
+        "FELDERA_EXTERNAL_STOP_GRACE).",
     )
     parser.add_argument(
         "--liveness",
@@ -74,8 +127,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--leader-election-lease-duration",
-        type=int,
-        default=int(env("LEADER_ELECTION_LEASE_DURATION", "15")),
+        type=_lease_duration,
+        default=env("LEADER_ELECTION_LEASE_DURATION", "15"),
         help="Seconds a lease is valid; a standby takes over this long after the leader dies.",
     )
     parser.add_argument(
@@ -96,6 +149,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         ),
         default_tenant=args.default_tenant or None,
         request_timeout=args.request_timeout,
+        kube_request_timeout=args.kube_request_timeout,
+        external_stop_grace=args.external_stop_grace,
         namespaces=tuple(args.namespace),
         metrics_port=args.metrics_port,
         leader_election=_leader_election(args),

@@ -23,6 +23,9 @@ from feldera_sandbox.sandbox import (
 )
 
 PERIOD = 1.0  # the operator's observation period in these tests
+# How long a pipeline stopped behind the operator's back stays stopped (default 60 s): short
+# here, so tests that stop one see it started again soon.
+EXTERNAL_STOP_GRACE = 2.0
 API_KEY = next(
     doc["stringData"]["apiKey"]
     for doc in yaml.safe_load_all((EXAMPLES_DIR / "feldera-instance.yaml").read_text())
@@ -116,6 +119,8 @@ def operator_defaults(sb: Sandbox) -> list[str]:
         str(PERIOD),
         "--log-format",
         "text",
+        "--external-stop-grace",
+        str(EXTERNAL_STOP_GRACE),
         "--default-url",
         sb.feldera_url,
         "--default-api-key-secret",

@@ -63,16 +63,27 @@ def test_two_replicas_act_once_and_the_standby_takes_over(tmp_path: Path) -> Non
 
         leader_metrics = scrape(leader_port)
         assert "feldera_operator_leader 1.0" in leader_metrics
-        assert 'feldera_operator_actions_total{action="PipelineStarted"} 3.0' in leader_metrics
+        assert (
+            'feldera_operator_actions_total{action="PipelineStarted",instance="default"} 3.0'
+            in leader_metrics
+        )
         assert 'feldera_operator_reconciles_total{kind="FelderaPipeline",result="converged"}' in (
             leader_metrics
         )
         assert 'code="200",endpoint="GET /v0/pipelines/{pipeline}"' in leader_metrics
         assert (
-            'feldera_operator_resources{kind="FelderaPipeline",ready="True",state="Running"} 3.0'
-            in leader_metrics
+            'feldera_operator_resources{instance="default",kind="FelderaPipeline",'
+            'namespace="default",ready="True",reason="Converged",state="Running"} 3.0'
+        ) in leader_metrics
+        e2e.wait(  # once the instance's loop made its first pass
+            lambda: 'feldera_operator_instance_up{instance="default"} 1.0' in scrape(leader_port),
+            "instance_up",
         )
-        assert "feldera_operator_leader 0.0" in scrape(standby_port)
+        standby_metrics = scrape(standby_port)
+        assert "feldera_operator_leader 0.0" in standby_metrics
+        # What a standby sees is a cache, not what is acted on: it exports none of it.
+        assert "feldera_operator_resources" not in standby_metrics
+        assert "feldera_operator_instance_up" not in standby_metrics
 
         # The active replica dies without a word; the standby takes the lease and converges a
         # change made after the death.
@@ -85,5 +96,26 @@ def test_two_replicas_act_once_and_the_standby_takes_over(tmp_path: Path) -> Non
         )
         e2e.wait_ready(names[0])
         assert "leading (lease" in standby.log_text()
+    finally:
+        sb.stop()
+
+
+def test_a_leader_shut_down_gracefully_hands_over_at_once(tmp_path: Path) -> None:
+    """SIGTERM (a rolling update, a drain): the leader releases the Lease, and the standby takes
+    it at its next try, not after the 15 s lease expired."""
+    lease = ["--leader-election-namespace", "default", "--leader-election-lease-duration", "15"]
+    sb = start_sandbox(tmp_path, *lease, examples=False)
+    try:
+        e2e = E2E(sb)
+        first = sb.operators[0]
+        e2e.wait(lambda: "leading (lease" in first.log_text(), "the first leads")
+        second = sb.start_operator(*operator_defaults(sb), *lease, name="operator-2")
+        first.stop()  # SIGTERM
+        assert "released the lease" in first.log_text()
+        e2e.wait(
+            lambda: "leading (lease" in second.log_text(),
+            "the standby leads within a retry period (2 s) or so",
+            timeout=5,
+        )
     finally:
         sb.stop()

@@ -71,7 +71,12 @@ def secret_manifest(name: str, key: str, namespace: str = "default") -> dict[str
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
+        # The opt-in a FelderaInstance's Secret needs (the default instance's does not).
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"feldera.dev/credentials": "true"},
+        },
         "stringData": {"apiKey": key},
     }
 

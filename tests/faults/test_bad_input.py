@@ -153,9 +153,12 @@ def test_unknown_pipeline_and_connector_are_named_and_other_connectors_still_rec
     assert connector_entry(obj, "no_view", "sink", "outputs")["reason"] == "ConnectorNotFound"
 
 
-def test_two_entries_naming_one_connector_in_different_case_are_refused(faults: Faults) -> None:
+def test_two_entries_naming_one_connector_in_different_case_are_reported_the_rest_applied(
+    faults: Faults,
+) -> None:
     """`Orders` and `orders` are one table to Feldera, so these entries contradict each other;
-    the list-map key is case-sensitive, so the schema cannot see it: the operator must."""
+    the list-map key is case-sensitive, so the schema cannot see it: the operator must. The
+    other entries are still reconciled."""
     name = unique("samecase")
     faults.create_pipeline(name)
     faults.apply(
@@ -164,11 +167,16 @@ def test_two_entries_naming_one_connector_in_different_case_are_refused(faults: 
             inputs=[
                 {"table": "Orders", "connector": "live", "paused": False},
                 {"table": "orders", "connector": "live", "paused": True},
+                {"table": "orders", "connector": "backfill", "paused": True},
             ],
         )
     )
-    obj = faults.wait_reason(name, "InvalidSpec")
-    assert "live" in cond_message(obj, "Ready")
+    obj = faults.wait_reason(name, "DuplicateConnector")
+    message = cond_message(obj, "Ready")
+    assert "spec.inputs[0]" in message and "spec.inputs[1]" in message
+    assert cond_status(obj, "Stalled") == "True"
+    faults.wait(lambda: faults.flags(name).get("orders.backfill") is True, "backfill paused")
+    assert connector_entry(obj, "Orders", "live")["reason"] == "DuplicateConnector"
 
 
 QUIRKY_SQL = """

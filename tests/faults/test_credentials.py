@@ -79,6 +79,7 @@ def test_missing_secret_is_secret_not_found_and_creating_it_recovers(faults: Fau
     faults.sb.kubectl(
         "create", "secret", "generic", "absent-secret", "--from-literal=other=nothing-here"
     )
+    faults.sb.kubectl("label", "secret", "absent-secret", "feldera.dev/credentials=true")
     obj = faults.wait(
         lambda: "no key" in cond_message(faults.get(name), "Ready") and faults.get(name),
         "the message names the missing key",
@@ -86,6 +87,22 @@ def test_missing_secret_is_secret_not_found_and_creating_it_recovers(faults: Fau
     assert faults.reason(name) == "SecretNotFound"
 
     faults.secret("absent-secret", KEY)
+    faults.wait_ready(name)
+
+
+def test_unlabelled_secret_is_never_read_and_labelling_it_recovers(faults: Faults) -> None:
+    """A FelderaInstance chooses where its key goes: only Secrets that opt in are used."""
+    faults.sb.kubectl(
+        "create", "secret", "generic", "unlabelled-key", f"--from-literal=apiKey={KEY}"
+    )
+    faults.instance("unlabelled", "unlabelled-key")
+    name = on_instance(faults, "unlabelled", "unlabelled")
+    obj = faults.wait_reason(name, "SecretNotLabelled")
+    message = cond_message(obj, "Ready")
+    assert "kubectl label secret unlabelled-key" in message and "feldera.dev/credentials" in message
+    assert cond_status(obj, "Stalled") == "True" and cond_status(obj, "Synced") == "False"
+    faults.wait(lambda: instance_reason(faults, "unlabelled") == "SecretNotLabelled", "FI says so")
+    faults.sb.kubectl("label", "secret", "unlabelled-key", "feldera.dev/credentials=true")
     faults.wait_ready(name)
 
 

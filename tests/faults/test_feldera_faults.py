@@ -128,6 +128,9 @@ def test_deletion_with_stop_policy_is_retried_when_feldera_refuses_the_stop(
     name = ready_pipeline(faults, "delstop", deletionPolicy="Stop")
     faults.fault(ROUTE_STOP, status=503, count=2)
     faults.sb.kubectl("delete", "fpl", name, "--wait=false")
+    # While it waits, the resource says on what (not a silent Terminating).
+    faults.wait(lambda: faults.reason(name) == "DeletionBlocked", "DeletionBlocked")
+    assert "503" in cond_message(faults.get(name), "Ready")
     faults.wait(
         lambda: faults.pipeline(name)["deployment_status"] == "Stopped",
         "the pipeline stopped despite the refusals",

@@ -90,11 +90,14 @@ CATALOGUE = frozenset(
         d.TRANSITIONING,
         d.PIPELINE_NOT_DEPLOYED,
         d.CONNECTORS_PENDING,
+        d.PIPELINE_UNAVAILABLE,
+        d.EXTERNAL_STOP_GRACE,
     }
     | d.STALLED_REASONS
     | d.SYNC_FAILURE_REASONS
 )
-CAMEL_CASE = re.compile(r"^[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]+)*$")
+# CamelCase, acronyms kept whole (InvalidURL, TLSError), as Kubernetes' own reasons.
+CAMEL_CASE = re.compile(r"^(?:[A-Z][a-z0-9]+|[A-Z]+(?=[A-Z][a-z]|$))+$")
 BUILTIN_EXCEPTION_NAMES = frozenset(
     name
     for name, value in vars(builtins).items()
@@ -219,6 +222,11 @@ def assert_well_formed(decision: Decision, generation: int = 1) -> None:
         assert c["reason"] not in BUILTIN_EXCEPTION_NAMES
         assert isinstance(c["message"], str) and c["message"]
         assert c["lastTransitionTime"]
+    # The status lists are list-maps keyed by (table|view, connector): the API server refuses a
+    # status holding a key twice (422), and the old status would stay.
+    for field_name, relation in (("inputs", "table"), ("outputs", "view")):
+        keys = [(e[relation], e["connector"]) for e in decision.status[field_name]]
+        assert len(keys) == len(set(keys)), keys
     for e in [*decision.status["inputs"], *decision.status["outputs"]]:
         if e.get("reason") is not None:
             assert e["reason"] in CATALOGUE, e
@@ -293,14 +301,36 @@ def test_no_pipeline_action_while_provisioning_or_initializing(
     assert cond(decision, "Stalled")["status"] == "False"
 
 
-@pytest.mark.parametrize(
-    "status", ["Unavailable", "AwaitingApproval", "Bootstrapping", "Replaying", "Synchronizing"]
-)
+@pytest.mark.parametrize("status", ["Bootstrapping", "Replaying", "Synchronizing"])
 def test_no_pipeline_action_while_transitioning(status: str) -> None:
     decision = run(make_spec(paused=True), pipeline(status, "Running"))
     assert decision.actions == ()
     assert decision.ready_reason == d.TRANSITIONING
     assert cond(decision, "Reconciling")["status"] == "True"
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "stalled", "says"),
+    [
+        # Waits for a person to approve the bootstrap: only they can move it on.
+        ("AwaitingApproval", d.AWAITING_APPROVAL, True, "approve"),
+        # Waits to be activated by whoever started it as a standby.
+        ("Standby", d.PIPELINE_STANDBY, True, "activate"),
+        # Feldera lost its runner and is bringing it back by itself.
+        ("Unavailable", d.PIPELINE_UNAVAILABLE, False, "runner"),
+    ],
+)
+@pytest.mark.parametrize("desired", ["Running", "Paused", "Standby", "Unavailable"])
+def test_a_pipeline_waiting_on_something_says_what_it_waits_for(
+    status: str, reason: str, stalled: bool, says: str, desired: str
+) -> None:
+    decision = run(make_spec(), pipeline(status, desired))
+    assert decision.actions == ()
+    assert decision.ready_reason == reason
+    assert says in decision.ready_message
+    assert cond_status(decision)["Stalled"] == ("True" if stalled else "False")
+    assert cond_status(decision)["Reconciling"] == ("False" if stalled else "True")
+    assert_well_formed(decision)
 
 
 @pytest.mark.parametrize("status", ["Running", "Paused", "Stopping", "Provisioning", "Suspended"])
@@ -528,9 +558,17 @@ def test_pipeline_action_for_every_state_pair_and_spec_matches_the_state_machine
     assert pipeline_actions(decision) == ([expected] if expected else [])
     assert connector_actions(decision) == []
     assert decision.ready is oracle_ready(status, desired, paused=paused, stopped=stopped)
-    # Compiled program, no error: never Stalled; either Ready or in progress.
-    assert cond_status(decision)["Stalled"] == "False"
-    assert cond_status(decision)["Reconciling"] == ("False" if decision.ready else "True")
+    # Compiled program, no error: never Stalled, either Ready or in progress; except a pipeline
+    # that waits for someone else (approval, activation) while the spec wants it deployed.
+    waits_for_someone = (
+        not stopped
+        and status in ("AwaitingApproval", "Standby")
+        and desired not in ("Stopped", "Suspended")
+    )
+    assert cond_status(decision)["Stalled"] == ("True" if waits_for_someone else "False")
+    assert cond_status(decision)["Reconciling"] == (
+        "False" if decision.ready or waits_for_someone else "True"
+    )
     assert_well_formed(decision)
 
 
@@ -790,6 +828,47 @@ def test_unquoted_spec_table_does_not_match_a_quoted_mixed_case_table() -> None:
     assert decision.ready_reason == d.CONNECTOR_NOT_FOUND
 
 
+def test_a_case_sensitive_table_beside_an_unquoted_entry_keeps_status_keys_unique() -> None:
+    # CREATE TABLE "Orders" is reported as Orders; the spec's unquoted `Orders` means `orders`.
+    # Both entries would be keyed (Orders, live): written as is, the status is refused (422).
+    spec = make_spec(inputs=[("Orders", "live", False)])
+    decision = run(spec, pipeline(inputs=[conn("Orders", "live", True)]))
+    assert decision.actions == ()
+    declared = entry(decision, "input", "Orders", "live")
+    assert declared["declared"] is True and declared["reason"] == d.CONNECTOR_NOT_FOUND
+    # The undeclared one is shown as a spec would have to name it: quoted.
+    undeclared = entry(decision, "input", '"Orders"', "live")
+    assert undeclared["declared"] is False and undeclared["paused"] is True
+    assert decision.ready_reason == d.CONNECTOR_NOT_FOUND
+    assert """table: '"Orders"'""" in decision.ready_message
+    assert_well_formed(decision)
+
+
+def test_two_entries_for_one_connector_are_reported_and_the_others_still_reconciled() -> None:
+    # `orders` and `"orders"` are two list-map keys to Kubernetes and one connector to Feldera.
+    spec = make_spec(
+        inputs=[
+            ("orders", "live", False),
+            ('"orders"', "live", True),
+            ("orders", "backfill", False),
+        ]
+    )
+    decision = run(
+        spec,
+        pipeline(inputs=[conn("orders", "live", True), conn("orders", "backfill", True)]),
+    )
+    assert decision.actions == (ConnectorAction("input", "orders", "backfill", "start"),)
+    for relation, paused in (("orders", False), ('"orders"', True)):
+        e = entry(decision, "input", relation, "live")
+        assert e["reason"] == d.DUPLICATE_CONNECTOR
+        assert e["declared"] is True and e["desiredPaused"] is paused and e["paused"] is True
+    assert decision.ready_reason == d.DUPLICATE_CONNECTOR
+    assert "spec.inputs[0]" in decision.ready_message
+    assert "spec.inputs[1]" in decision.ready_message
+    assert cond_status(decision)["Stalled"] == "True"
+    assert_well_formed(decision)
+
+
 def test_connector_names_match_exactly() -> None:
     spec = make_spec(inputs=[("orders", "Live", False)])
     decision = run(spec, pipeline(inputs=[conn("orders", "live", False)]))
@@ -851,8 +930,9 @@ def test_summary_counts_active_over_all_reported_connectors() -> None:
         outputs=[conn("big", "sink", False)],
     )
     decision = run(spec, observed)
-    # a, c, sink active; b paused; missing counted as an Unknown entry.
-    assert decision.status["connectors"] == "3/5 active"
+    # a, c, sink active; b paused: 3 of the 4 Feldera reports. A declared connector Feldera
+    # does not have is no connector: said apart, so the column never counts what is not there.
+    assert decision.status["connectors"] == "3/4 active, 1 missing"
 
 
 def test_summary_with_no_connectors_is_zero_of_zero() -> None:
@@ -1040,7 +1120,7 @@ def test_pipeline_not_found_is_synced_ready_false_stalled_and_forgets_observed_f
     for e in [*decision.status["inputs"], *decision.status["outputs"]]:
         assert e["reason"] == d.PIPELINE_NOT_FOUND
         assert e["state"] == "Unknown" and e["active"] is False
-    assert decision.status["connectors"] == "0/2 active"
+    assert decision.status["connectors"] == "0/0 active, 2 missing"
     assert_well_formed(decision)
 
 
@@ -1210,11 +1290,13 @@ def test_instance_status_when_the_api_answers() -> None:
         (d.FELDERA_UNREACHABLE, False, "False"),
         (d.FELDERA_ERROR, False, "False"),
         (d.INSTANCE_NOT_FOUND, False, "True"),
+        (d.TLS_ERROR, False, "True"),
+        (d.INVALID_URL, False, "True"),
         (d.CREDENTIALS_REJECTED, True, "True"),
         (d.PERMISSION_DENIED, True, "True"),
     ],
 )
-def test_instance_status_on_a_problem_keeps_what_was_last_known(
+def test_instance_status_on_a_problem_says_what_is_known_of_the_server(
     reason: str, reachable: bool, stalled: str
 ) -> None:
     before = d.instance_status(
@@ -1234,11 +1316,10 @@ def test_instance_status_on_a_problem_keeps_what_was_last_known(
         now=T1,
     )
     assert status["reachable"] is reachable
-    assert (status["version"], status["edition"], status["pipelines"]) == (
-        "0.369.0",
-        "Enterprise",
-        5,
-    )
+    # A server that answered (a rejected key) is still that version; one that does not answer
+    # is of no known version: VERSION must not show a dead URL's last version as current.
+    known = ("0.369.0", "Enterprise", 5) if reachable else (None, None, None)
+    assert (status["version"], status["edition"], status["pipelines"]) == known
     got = {c["type"]: c for c in status["conditions"]}
     assert got["Ready"]["status"] == "False" and got["Ready"]["reason"] == reason
     assert got["Ready"]["lastTransitionTime"] == T1
@@ -1763,3 +1844,55 @@ def test_any_observation_gives_a_well_formed_status_and_only_permitted_actions(
         entries = decision.status[f"{direction}s"]
         assert sum(1 for e in entries if e["declared"]) == len(mine)
         assert len(entries) == len(mine) + len(others)
+
+
+# ============================================================================= external stop grace
+
+
+def test_a_start_held_after_an_external_stop_says_why_and_how_long() -> None:
+    spec = make_spec()
+    decision = decide(
+        spec,
+        generation=1,
+        pipeline_name="orders-main",
+        observed=pipeline("Stopped", "Stopped"),
+        previous_status=None,
+        now=T0,
+        start_held_for=42.3,
+    )
+    assert decision.actions == ()
+    assert decision.ready_reason == d.EXTERNAL_STOP_GRACE
+    assert "43 s" in decision.ready_message and "spec.stopped" in decision.ready_message
+    assert cond_status(decision)["Reconciling"] == "True"
+    assert cond_status(decision)["Stalled"] == "False"
+    assert decision.in_progress
+    assert_well_formed(decision)
+
+
+def test_a_held_start_changes_nothing_else() -> None:
+    # Only a start is held: a stop the spec asks for, or a pipeline already running, go on.
+    stopped = decide(
+        make_spec(stopped=True),
+        generation=1,
+        pipeline_name="p",
+        observed=pipeline("Running", "Running"),
+        previous_status=None,
+        now=T0,
+        start_held_for=10,
+    )
+    assert stopped.actions == (PipelineAction("stop"),)
+    running = decide(
+        make_spec(paused=True),
+        generation=1,
+        pipeline_name="p",
+        observed=pipeline("Running", "Running"),
+        previous_status=None,
+        now=T0,
+        start_held_for=10,
+    )
+    assert running.actions == (PipelineAction("pause"),)
+
+
+def test_whether_the_program_is_managed_is_read_from_the_spec() -> None:
+    # No spec.program yet: every pipeline's program is managed elsewhere.
+    assert d.manages_program(make_spec()) is False

@@ -30,6 +30,7 @@ from feldera_operator.feldera_client import (
     FelderaAuthError,
     FelderaBadRequest,
     FelderaClient,
+    FelderaClientClosed,
     FelderaError,
     FelderaForbidden,
     FelderaNotDeployed,
@@ -398,8 +399,10 @@ async def test_html_error_page_gives_a_truncated_message_and_no_code(
         await client.list_pipelines()
     err = info.value
     assert err.error_code is None
-    assert err.message.startswith("<html><body><h1>502 Bad Gateway</h1> xxx")
-    assert len(err.message) <= 201
+    # The page's words, not its markup, and said to be a page: a proxy answered, not Feldera.
+    assert err.message.startswith("502 Bad Gateway xxx")
+    assert err.message.endswith("(an HTML page, not Feldera's error: a proxy?)")
+    assert len(err.message) <= 201 + 50
     assert err.retryable
 
 
@@ -704,8 +707,9 @@ async def test_owned_session_is_closed_and_client_refuses_further_calls(
     await c.config()
     await c.close()
     await c.close()  # idempotent
-    with pytest.raises(RuntimeError):
+    with pytest.raises(FelderaClientClosed) as info:
         await c.config()
+    assert isinstance(info.value, FelderaError) and info.value.retryable
 
 
 async def test_given_session_is_used_and_left_open(fake: FakeFeldera) -> None:

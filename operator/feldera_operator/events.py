@@ -1,0 +1,120 @@
+"""Kubernetes Events on the operator's resources: what it did, in sentences, with reasons from a
+fixed catalogue (the README lists them)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from feldera_operator import decision as d
+from feldera_operator import metrics
+from feldera_operator.kube import KubeClient
+
+log = logging.getLogger(__name__)
+
+
+EVENTS_IN_FLIGHT = 100
+
+
+class EventRecorder:
+    """Posts Events, at most `limit` at a time: beyond, they are dropped and counted
+    (`feldera_operator_events_dropped_total`). An Event is a courtesy; a slow API server or a
+    storm of actions must not pile up posts without end."""
+
+    def __init__(self, kube: KubeClient, *, limit: int = EVENTS_IN_FLIGHT) -> None:
+        self._kube = kube
+        self._limit = limit
+        self._pending = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def post(
+        self, involved: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
+    ) -> None:
+        """Post and wait for it (the poster never raises: an Event is a courtesy)."""
+        if not self._admit(involved, reason):
+            return
+        try:
+            await self._kube.post_event(involved, reason=reason, message=message, warning=warning)
+        finally:
+            self._pending -= 1
+
+    def _admit(self, involved: Mapping[str, Any], reason: str) -> bool:
+        if self._pending >= self._limit:
+            metrics.EVENTS_DROPPED.inc()
+            meta = involved.get("metadata") or {}
+            log.debug("Event %s on %s dropped: %d in flight", reason, meta.get("name"), self._limit)
+            return False
+        self._pending += 1
+        return True
+
+    def post_aside(
+        self, involved: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
+    ) -> None:
+        """Post without waiting: what comes next need not wait on the Kubernetes API."""
+        if not self._admit(involved, reason):
+            return
+
+        async def post() -> None:
+            try:
+                await self._kube.post_event(
+                    involved, reason=reason, message=message, warning=warning
+                )
+            finally:
+                self._pending -= 1
+
+        task = asyncio.create_task(post())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def action_reason(action: d.Action) -> str:
+    if isinstance(action, d.PipelineAction):
+        return {
+            "start": "PipelineStarted",
+            "pause": "PipelinePaused",
+            "resume": "PipelineResumed",
+            "stop": "PipelineStopped",
+            "dismiss_error": "DeploymentErrorDismissed",
+        }[action.verb]
+    return "ConnectorStarted" if action.verb == "start" else "ConnectorPaused"
+
+
+_DONE = {
+    "start": "started",
+    "pause": "paused",
+    "resume": "resumed",
+    "stop": "stopped",
+    "dismiss_error": "dismissed",
+}
+
+
+def action_object(action: d.Action) -> str:
+    """What an action acts on, as a sentence names it: "the pipeline (running)", "input
+    connector orders.live"."""
+    if isinstance(action, d.PipelineAction):
+        if action.verb == "dismiss_error":
+            return "the pipeline's deployment error"
+        return f"the pipeline ({action.initial})" if action.initial else "the pipeline"
+    return f"{action.direction} connector {action.relation}.{action.connector}"
+
+
+def action_done(action: d.Action) -> str:
+    """The action, done: "Started the pipeline (paused)", "Paused input connector orders.live"."""
+    return f"{_DONE[action.verb].capitalize()} {action_object(action)}"
+
+
+def action_failed(action: d.Action, why: str) -> str:
+    verb = "dismiss" if action.verb == "dismiss_error" else action.verb
+    return f"Could not {verb} {action_object(action)}: {why}"
+
+
+def drift_corrected(action: d.Action) -> str:
+    return f"Feldera no longer matched the spec: {_DONE[action.verb]} {action_object(action)}"

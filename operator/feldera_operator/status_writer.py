@@ -1,0 +1,110 @@
+"""Writing what the operator saw: the status of FelderaPipelines and FelderaInstances, written
+only when something in it changed, and a Warning Event when a resource becomes Stalled."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from feldera_operator import decision as d
+from feldera_operator.events import EventRecorder
+from feldera_operator.kube import KubeClient, KubeError
+from feldera_operator.models import FelderaInstance, FelderaPipeline
+from feldera_operator.records import InstanceState, PipelineRecord
+
+log = logging.getLogger(__name__)
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Written(enum.Enum):
+    WRITTEN = "written"
+    UNCHANGED = "unchanged"  # nothing to write
+    GONE = "gone"  # 404: the resource no longer exists
+    FAILED = "failed"  # worth retrying
+
+
+class StatusWriter:
+    def __init__(
+        self, kube: KubeClient, events: EventRecorder, clock: Callable[[], str] = now_iso
+    ) -> None:
+        self._kube = kube
+        self._events = events
+        self._clock = clock
+
+    async def write_pipeline(
+        self,
+        record: PipelineRecord,
+        status: dict[str, Any],
+        *,
+        ready: tuple[str, str] | None = None,
+    ) -> Written:
+        """Write a FelderaPipeline's status if it changed. `ready` is the decided (reason,
+        message): a Warning Event says so when that reason is new and Stalled."""
+        if not d.status_changed(record.status, status):
+            return Written.UNCHANGED
+        old_reason = ready_reason(record.status)
+        try:
+            obj = await self._kube.patch_status(
+                FelderaPipeline.PLURAL, record.key[0], record.key[1], status
+            )
+        except KubeError as e:
+            if e.status == 404:
+                return Written.GONE
+            log.warning("%s: status write failed: %s", record.label, e)
+            return Written.FAILED
+        record.status = dict(obj.get("status") or status)
+        record.resource_version = max(
+            record.resource_version, as_int((obj.get("metadata") or {}).get("resourceVersion"))
+        )
+        if ready is not None and ready[0] != old_reason and ready[0] in d.STALLED_REASONS:
+            # Once when it becomes so: a person must act, and may read the log before Events.
+            log.warning("%s: %s: %s", record.label, ready[0], ready[1])
+            await self._events.post(record.ref, reason=ready[0], message=ready[1], warning=True)
+        return Written.WRITTEN
+
+    async def write_instance(
+        self,
+        state: InstanceState,
+        body: Mapping[str, Any] | None,
+        problem: d.Problem | None,
+        pipelines: int | None,
+    ) -> Written:
+        if body is None:
+            return Written.UNCHANGED
+        status = d.instance_status(
+            problem,
+            generation=as_int((body.get("metadata") or {}).get("generation")) or 1,
+            server=state.server,
+            pipelines=pipelines,
+            previous_status=state.status,
+            now=self._clock(),
+        )
+        if not d.status_changed(state.status, status):
+            return Written.UNCHANGED
+        try:
+            obj = await self._kube.patch_status(FelderaInstance.PLURAL, *state.key, status)
+        except KubeError as e:
+            if e.status == 404:
+                return Written.GONE
+            log.warning("%s: status write failed: %s", state.label, e)
+            return Written.FAILED
+        state.status = dict(obj.get("status") or status)
+        return Written.WRITTEN
+
+
+def ready_reason(status: Mapping[str, Any]) -> str | None:
+    reason = d.ready_condition(status).get("reason")
+    return reason if isinstance(reason, str) else None
+
+
+def as_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
