@@ -221,7 +221,7 @@ class KubeApi:
             # server trickling bytes), on top. The thread ends with urllib3's timeout.
             result = await asyncio.wait_for(future, 2 * self._timeout + 1)
         except ApiException as e:
-            raise KubeError(_api_error_text(e), e.status) from None
+            raise KubeError(api_error_text(e), e.status) from None
         except TimeoutError:
             raise KubeError(f"Kubernetes API timed out ({self._timeout:g} s)") from None
         except Exception as e:  # urllib3/socket errors: no response
@@ -235,7 +235,7 @@ class KubeApi:
         self._event_pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _api_error_text(e: ApiException) -> str:
+def api_error_text(e: ApiException) -> str:
     # The body is a Status object whose message names the problem; headers are never included.
     body = getattr(e, "body", None)
     if isinstance(body, bytes | str):

@@ -30,6 +30,8 @@ from typing import Any, Protocol
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from feldera_operator.kube import api_error_text
+
 log = logging.getLogger(__name__)
 
 
@@ -89,6 +91,7 @@ class LeaderElector:
         self.last_renew = 0.0  # clock() of the last successful acquire or renewal
         self._observed: tuple[Any, ...] | None = None  # the other holder's record, as last seen
         self._observed_at = 0.0
+        self._last_problem: str | None = None  # logged once per cause
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ threads
@@ -177,11 +180,11 @@ class LeaderElector:
                 lease = self._call(self._api.read_namespaced_lease)
             except ApiException as e:
                 if e.status != 404:
-                    log.info("cannot read the lease: %s", _describe(e))
+                    self._problem("cannot read the lease", e)
                     return False
                 return self._create(now)
             except Exception as e:
-                log.info("cannot read the lease: %s", _describe(e))
+                self._problem("cannot read the lease", e)
                 return False
             spec = lease.spec or kubernetes.client.V1LeaseSpec()
             holder = spec.holder_identity or None
@@ -209,7 +212,7 @@ class LeaderElector:
             try:
                 self._call(self._api.replace_namespaced_lease, body=lease)
             except Exception as e:  # 409: someone else wrote it first
-                log.info("cannot update the lease: %s", _describe(e))
+                self._problem("cannot update the lease", e)
                 return False
             self._held()
             return True
@@ -231,12 +234,22 @@ class LeaderElector:
                 cfg.namespace, body, _request_timeout=self._call_timeout
             )
         except Exception as e:
-            log.info("cannot create the lease: %s", _describe(e))
+            self._problem("cannot create the lease", e)
             return False
         self._held()
         return True
 
+    def _problem(self, what: str, e: BaseException) -> None:
+        """Log a failure once per cause: a standby retries every retry period. A conflict (409:
+        another replica wrote first) is the election working, not a problem."""
+        text = f"{what}: {_describe(e)}"
+        if text != self._last_problem:
+            self._last_problem = text
+            level = logging.INFO if getattr(e, "status", None) == 409 else logging.WARNING
+            log.log(level, text)
+
     def _held(self) -> None:
+        self._last_problem = None
         self.last_renew = self._clock()
         self.leading = True
 
@@ -252,7 +265,8 @@ class LeaderElector:
 
 def _describe(e: BaseException) -> str:
     if isinstance(e, ApiException):
-        return f"{e.status} {e.reason}"
+        # Kubernetes' own message: a refusal names the verb and the resource.
+        return api_error_text(e)
     return type(e).__name__
 
 

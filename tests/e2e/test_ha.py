@@ -103,13 +103,13 @@ def test_two_replicas_act_once_and_the_standby_takes_over(tmp_path: Path) -> Non
 def test_a_leader_shut_down_gracefully_hands_over_at_once(tmp_path: Path) -> None:
     """SIGTERM (a rolling update, a drain): the leader releases the Lease, and the standby takes
     it at its next try, not after the 15 s lease expired."""
-    lease = ["--leader-election-namespace", "default", "--leader-election-lease-duration", "15"]
-    sb = start_sandbox(tmp_path, *lease, examples=False)
+    values = {"replicas": 2, "leaderElection": {"leaseDuration": 15}}
+    sb = start_sandbox(tmp_path, examples=False, chart_values=values)
     try:
         e2e = E2E(sb)
         first = sb.operators[0]
         e2e.wait(lambda: "leading (lease" in first.log_text(), "the first leads")
-        second = sb.start_operator(*operator_defaults(sb), *lease, name="operator-2")
+        second = sb.start_operator(*operator_defaults(sb), name="operator-2")
         first.stop()  # SIGTERM
         assert "released the lease" in first.log_text()
         e2e.wait(

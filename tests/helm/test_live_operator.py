@@ -96,7 +96,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                 {
                     "apiVersion": "v1",
                     "kind": "Secret",
-                    "metadata": {"name": wrong, "namespace": "default"},
+                    "metadata": {
+                        "name": wrong,
+                        "namespace": "default",
+                        "labels": {"feldera.dev/credentials": "true"},
+                    },
                     "stringData": {"apiKey": "apikey:" + "rejected" * 8},
                 },
                 {
@@ -115,14 +119,16 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             ),
             "CredentialsRejected",
         )
-        # Counters move where things happen: wait for the last of them to be served.
+        # Counters move where things happen, and the instance's problem is exported once its
+        # loop has seen it: wait for the last of them to be served.
         names: dict[str, set[str]] = e2e.wait(
             lambda: (
                 (found := served(port))
                 and "feldera_operator_drift_corrections_total" in found
+                and "feldera_operator_instance_problem" in found
                 and found
             ),
-            "drift corrections on /metrics",
+            "drift corrections and the instance's problem on /metrics",
         )
         yield Live(names, {"converged": e2e.get(name), "rejected": e2e.get(wrong)})
     finally:

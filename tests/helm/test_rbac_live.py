@@ -113,7 +113,7 @@ def scenario(sb: Sandbox, namespace: str, tag: str) -> tuple[str, str]:
 
 def install(sb: Sandbox, shape: dict[str, Any]) -> tuple[list[dict[str, Any]], str, str]:
     """The chart's identity for this shape, replacing any earlier one's roles, with namespaces of
-    its own (without a controller manager, a deleted namespace is never gone). Returns the
+    its own (tests leave what they made; the sandbox goes at the end). Returns the
     rendered objects, a served namespace and a tag for names."""
     tag = f"t{next(_tags)}"
     if "watchNamespaces" in shape:
@@ -123,6 +123,7 @@ def install(sb: Sandbox, shape: dict[str, Any]) -> tuple[list[dict[str, Any]], s
     sb.kubectl(
         "delete", "rolebinding,role", "-A", "-l", "app.kubernetes.io/instance=feldera-operator"
     )
+    sb.kubectl("delete", "lease", "-n", RELEASE_NS, "--all", "--ignore-not-found")  # a fresh start
     namespaces = shape.get("watchNamespaces") or [f"{tag}-ns"]
     sb.apply([namespace_manifest(n) for n in (*namespaces, RELEASE_NS)])
     sb.apply([secret("default-key", RELEASE_NS, "k")])
