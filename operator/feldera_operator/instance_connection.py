@@ -145,6 +145,7 @@ class InstanceConnection:
         self._fingerprint = ""
         self._stale = True  # the settings are to be read before the next call
         self._problem: tuple[d.Problem, bool] | None = None  # why they are unusable, until read
+        self._kept_logged: str | None = None  # the transient problem last logged, once
         self._retiring: set[asyncio.Task[None]] = set()
         # Whether the current client has just been built (the server's identity is read anew).
         self.fresh = False
@@ -183,7 +184,13 @@ class InstanceConnection:
             except Unobservable as e:
                 self._stale = False
                 if e.transient and self._client is not None:
-                    return self._client  # the Secret could not be read just now: keep the last key
+                    # The Secret could not be read just now: keep the last key, and say so once.
+                    if e.problem.message != self._kept_logged:
+                        self._kept_logged = e.problem.message
+                        log.warning(
+                            "%s: %s; using the key read before", self.label, e.problem.message
+                        )
+                    return self._client
                 self._problem = (e.problem, e.transient)
                 if not e.transient:
                     self._retire(self._client)  # gone, unlabelled or invalid: stop using the key
@@ -191,6 +198,7 @@ class InstanceConnection:
                 raise
             self._stale = False
             self._problem = None
+            self._kept_logged = None
             fingerprint = settings.fingerprint()
             if self._client is None or fingerprint != self._fingerprint:
                 try:
@@ -300,9 +308,19 @@ class InstanceConnection:
         except SecretMissing as e:
             raise Unobservable(d.Problem(d.SECRET_NOT_FOUND, str(e))) from None
         except KubeError as e:
+            # No answer, a 5xx or 429: the API server is down or busy, asking again will do. A
+            # 403 with a key already in use is the same while the API server restarts (it
+            # answers before its authorizer has synced): the key read before stays in use and
+            # the Secret is read again at the next period; a 403 before any key is a problem.
+            transient = (
+                e.status is None
+                or e.status >= 500
+                or e.status == 429
+                or (e.status == 403 and self._client is not None)
+            )
             raise Unobservable(
                 d.Problem(d.SECRET_NOT_FOUND, f"cannot read Secret {namespace}/{name}: {e}"),
-                transient=e.status is not None and (e.status >= 500 or e.status == 429),
+                transient=transient,
             ) from None
 
 

@@ -29,6 +29,9 @@ from feldera_operator.models import GROUP, VERSION
 log = logging.getLogger(__name__)
 
 COMPONENT = "feldera-operator"
+# The name managedFields give the operator's writes (status, finalizer), so that `kubectl get -o
+# yaml --show-managed-fields` and GitOps tools tell them apart from people's and tools' changes.
+FIELD_MANAGER = "feldera-operator"
 MERGE_PATCH = "application/merge-patch+json"
 EVENT_MESSAGE_LIMIT = 1024
 
@@ -78,6 +81,8 @@ class KubeClient(Protocol):
     ) -> dict[str, Any]: ...
 
     async def read_secret(self, namespace: str, name: str) -> SecretData: ...
+
+    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     async def post_event(
         self, involved: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
@@ -133,6 +138,7 @@ class KubeApi:
             plural,
             name,
             body,
+            field_manager=FIELD_MANAGER,
             _content_type=MERGE_PATCH,
         )
 
@@ -148,8 +154,20 @@ class KubeApi:
             plural,
             name,
             dict(patch),
+            field_manager=FIELD_MANAGER,
             _content_type=MERGE_PATCH,
         )
+
+    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One custom resource as it is now; None when it does not exist."""
+        try:
+            return await self._call(
+                self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name
+            )
+        except KubeError as e:
+            if e.status == 404:
+                return None
+            raise
 
     async def read_secret(self, namespace: str, name: str) -> SecretData:
         """A Secret's labels and data. Its values are never logged, never put in an error."""

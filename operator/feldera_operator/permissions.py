@@ -45,6 +45,13 @@ def _served(namespace: str) -> list[Permission]:
     pipelines, instances = FelderaPipeline.PLURAL, FelderaInstance.PLURAL
     watch = "nothing is reconciled: kopf cannot watch {}"
     return [
+        Permission(
+            "get",
+            GROUP,
+            pipelines,
+            namespace,
+            "drift is corrected without first confirming the resource still exists",
+        ),
         Permission("list", GROUP, pipelines, namespace, watch.format("FelderaPipelines")),
         Permission("watch", GROUP, pipelines, namespace, watch.format("FelderaPipelines")),
         Permission(

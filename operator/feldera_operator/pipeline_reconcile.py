@@ -27,6 +27,7 @@ from feldera_operator.events import (
 )
 from feldera_operator.feldera_client import FelderaClientClosed, FelderaError, FelderaNotDeployed
 from feldera_operator.instance_connection import FelderaApi, Unobservable
+from feldera_operator.kube import KubeError
 from feldera_operator.models import FelderaPipeline
 from feldera_operator.observation import observed_pipeline, problem_from_error
 from feldera_operator.records import FOLLOWUP_FIRST, ObjKey, PipelineRecord, instance_label
@@ -188,6 +189,8 @@ class PipelineReconciler:
             decision, ready_generation=record.ready_generation, generation=record.generation
         )
         failure: d.Problem | None = None
+        if drift and decision.actions and client is not None and not await self.exists(record):
+            return  # deleted while its watch was down: forgotten, never acted on
         if decision.actions and client is not None:
             failure = await self.issue(record, client, decision.actions, drift)
             if failure is None and applied_at_once(decision.actions):
@@ -215,11 +218,11 @@ class PipelineReconciler:
         record.reconciled_generation = record.generation
         if decision.ready and failure is None:
             record.ready_generation = record.generation
-        await self.write(record, status, (decision.ready_reason, decision.ready_message))
+        written = await self.write(record, status, (decision.ready_reason, decision.ready_message))
         if decision.ready_reason == d.EXTERNAL_STOP_GRACE and held is not None:
             self.schedule_followup(record, held + 0.05)  # at the grace's end, not before
-        elif decision.in_progress or failure is not None:
-            self.schedule_followup(record)
+        elif decision.in_progress or failure is not None or written is Written.FAILED:
+            self.schedule_followup(record)  # a growing delay: not reset while writes fail
         else:
             record.followup_delay = FOLLOWUP_FIRST
             record.retry_after = 0.0
@@ -309,9 +312,26 @@ class PipelineReconciler:
                 )
             await self.write(record, status, None)
 
+    async def exists(self, record: PipelineRecord) -> bool:
+        """Before correcting drift, confirm the resource still exists (one GET, only when Feldera
+        was changed behind the operator's back). A spec change comes with a fresh watch event;
+        drift may concern a resource deleted while the watch was down: kopf lists again after a
+        410 and tells handlers nothing of what the listing no longer has. Gone (or recreated
+        under another uid): forget it. Kubernetes unreachable: act, as the spec last seen says."""
+        try:
+            body = await self._hub.kube.get_object(FelderaPipeline.PLURAL, *record.key)
+        except KubeError:
+            return True
+        uid = record.ref["metadata"].get("uid")
+        if body is not None and (body.get("metadata") or {}).get("uid") == uid:
+            return True
+        log.info("%s: the resource is gone; forgetting it", record.label)
+        self._hub.forget(record)
+        return False
+
     async def write(
         self, record: PipelineRecord, status: dict[str, Any], ready: tuple[str, str] | None
-    ) -> None:
+    ) -> Written:
         written = await self._hub.status.write_pipeline(record, status, ready=ready)
         if written is Written.FAILED:
             self.schedule_followup(record)
@@ -320,6 +340,7 @@ class PipelineReconciler:
             # handlers nothing of what the listing no longer has): forget it, act on it no more.
             log.info("%s: the resource is gone; forgetting it", record.label)
             self._hub.forget(record)
+        return written
 
     async def issue(
         self,

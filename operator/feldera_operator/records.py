@@ -58,6 +58,8 @@ class PipelineRecord:
     # The actions and reasons of the last ActionFailed Events (one a line): not posted again
     # while they recur.
     failure_reported: str | None = None
+    # The cause of the last failed status write, as logged (once per cause; cleared on success).
+    write_problem: str | None = None
 
     @property
     def label(self) -> str:
@@ -91,6 +93,7 @@ class InstanceState:
     problem_logged: str | None = None  # the reason last logged for the whole instance
     up: bool | None = None  # whether the last pass's round trip succeeded (None: no pass yet)
     problem: str | None = None  # the reason of the instance's problem, while it holds
+    write_problem: str | None = None  # the cause of the last failed status write, as logged
 
     @property
     def label(self) -> str:

@@ -56,8 +56,13 @@ class StatusWriter:
         except KubeError as e:
             if e.status == 404:
                 return Written.GONE
-            log.warning("%s: status write failed: %s", record.label, e)
+            if str(e) != record.write_problem:  # once per cause: it is retried with backoff
+                record.write_problem = str(e)
+                log.warning("%s: status write failed, will retry: %s", record.label, e)
             return Written.FAILED
+        if record.write_problem is not None:
+            log.info("%s: status written again", record.label)
+            record.write_problem = None
         record.status = dict(obj.get("status") or status)
         record.resource_version = max(
             record.resource_version, as_int((obj.get("metadata") or {}).get("resourceVersion"))
@@ -92,8 +97,11 @@ class StatusWriter:
         except KubeError as e:
             if e.status == 404:
                 return Written.GONE
-            log.warning("%s: status write failed: %s", state.label, e)
+            if str(e) != state.write_problem:  # once per cause
+                state.write_problem = str(e)
+                log.warning("%s: status write failed, will retry: %s", state.label, e)
             return Written.FAILED
+        state.write_problem = None
         state.status = dict(obj.get("status") or status)
         return Written.WRITTEN
 

@@ -16,7 +16,7 @@ FULLNAME = f"{RELEASE}-feldera-operator"
 
 # (apiGroup, resource) -> verbs, for a served namespace (or all of them).
 SERVED = {
-    ("feldera.dev", "felderapipelines"): {"list", "watch", "patch"},
+    ("feldera.dev", "felderapipelines"): {"get", "list", "watch", "patch"},
     ("feldera.dev", "felderainstances"): {"list", "watch"},
     ("feldera.dev", "felderapipelines/status"): {"patch"},
     ("feldera.dev", "felderainstances/status"): {"patch"},

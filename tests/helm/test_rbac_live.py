@@ -166,6 +166,13 @@ def test_the_charts_grants_are_enough_and_all_used(sandbox: Sandbox, shape: dict
         )
         obj = sb.get("felderapipelines", by_instance, namespace) or {}
         assert "feldera.dev/stop-pipeline" in obj["metadata"].get("finalizers", [])
+        # Drift: someone pauses a pipeline; the operator confirms the resource exists, resumes.
+        sb.feldera("POST", f"/v0/pipelines/{by_default}/pause", api_key=API_KEY)
+        wait_for(
+            lambda: sb.kube_counts().get("get felderapipelines"),
+            timeout=15,
+            what="the drift corrected after confirming the resource",
+        )
         sb.kubectl("delete", "fpl", by_instance, "-n", namespace, "--wait=false")
         wait_for(
             lambda: sb.get("felderapipelines", by_instance, namespace) is None,
@@ -213,7 +220,7 @@ def without(objects: list[dict[str, Any]], role_name: str, index: int) -> dict[s
 # Every rule of every shape, by the shape that renders it (rules shared by several shapes are
 # tried once, in the first).
 RULES = [
-    ("all namespaces", "feldera-operator", 0),  # FelderaPipelines list, watch, patch
+    ("all namespaces", "feldera-operator", 0),  # FelderaPipelines get, list, watch, patch
     ("all namespaces", "feldera-operator", 1),  # FelderaInstances list, watch
     ("all namespaces", "feldera-operator", 2),  # both statuses: patch
     ("all namespaces", "feldera-operator", 3),  # Secrets get

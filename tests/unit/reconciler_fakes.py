@@ -195,6 +195,12 @@ class FakeKube:
             del self.objects[(plural, namespace, name)]
         return copy.deepcopy(obj)
 
+    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get_object", plural, namespace, name))
+        await self._enter("get_object")
+        obj = self.objects.get((plural, namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
     async def read_secret(self, namespace: str, name: str) -> SecretData:
         self.calls.append(("read_secret", namespace, name))
         await self._enter("read_secret")

@@ -492,19 +492,48 @@ async def test_an_invalid_spec_keeps_the_stop_finalizer_and_deletion_still_stops
     await r.close()
 
 
+async def test_a_resource_deleted_while_the_watch_was_down_gets_no_drift_correction() -> None:
+    """kopf re-lists after a 410 and tells nobody what the listing lacks: before correcting
+    drift the operator confirms the resource exists, and forgets it when it does not."""
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(r, kube, pipeline_body("orders"))
+    await observe_pass(r)
+    del kube.objects[(PLURAL, "default", "orders")]  # its DELETED event lost (410, relist)
+    feldera.calls.clear()
+    feldera.pipelines["orders"].status = feldera.pipelines["orders"].desired = "Paused"
+    await observe_pass(r)  # drift: confirmed against Kubernetes first
+    assert kube.count("get_object") == 1
+    assert feldera.actions() == []
+    assert ("default", "orders") not in r.pipelines
+    await observe_pass(r)
+    assert feldera.actions() == []  # no more actions for a resource that is gone
+    await r.close()
+
+
 async def test_a_resource_deleted_while_the_watch_was_down_is_forgotten_at_its_first_404() -> None:
     kube, feldera = FakeKube(), FakeFeldera()
     feldera.add("orders", status="Running", desired="Running")
     r = make_reconciler(kube, feldera)
     await add_pipeline(r, kube, pipeline_body("orders"))
     del kube.objects[(PLURAL, "default", "orders")]  # its DELETED event lost (410, relist)
-    feldera.pipelines["orders"].status = feldera.pipelines["orders"].desired = "Paused"
+    feldera.pipelines["orders"].status = "Stopping"  # a status change, no action to decide
     await observe_pass(r)  # the status write answers 404
     assert ("default", "orders") not in r.pipelines
-    feldera.calls.clear()
+    await r.close()
+
+
+async def test_drift_on_a_resource_that_exists_is_corrected_after_one_get() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(r, kube, pipeline_body("orders"))
+    await observe_pass(r)
     feldera.pipelines["orders"].status = feldera.pipelines["orders"].desired = "Paused"
     await observe_pass(r)
-    assert feldera.actions() == []  # no more actions for a resource that is gone
+    assert kube.count("get_object") == 1
+    assert [a for a in feldera.actions() if "resume" in str(a)]
     await r.close()
 
 

@@ -60,12 +60,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Rules a served namespace needs (a ClusterRole's when all namespaces are served). */}}
 {{- define "feldera-operator.servedRules" -}}
-# kopf's watches (list, then watch) of both kinds; reconciler.py adds and removes the finalizer of
-# FelderaPipelines with deletionPolicy Stop (kube.py patch_object). The operator never gets one
-# object by name, creates or deletes them.
+# kopf's watches (list, then watch) of both kinds; deletion.py adds and removes the finalizer of
+# FelderaPipelines with deletionPolicy Stop or Delete (kube.py patch_object); before correcting
+# drift, pipeline_reconcile.py gets the resource to confirm it still exists (kube.py get_object).
+# The operator never creates or deletes them.
 - apiGroups: [feldera.dev]
   resources: [felderapipelines]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [feldera.dev]
   resources: [felderainstances]
   verbs: [list, watch]
