@@ -2164,7 +2164,7 @@ async def _serve(args: argparse.Namespace) -> None:
     url = await emulator.start(args.host, args.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     print(LISTENING_MESSAGE.format(url=url), flush=True)
     try:
