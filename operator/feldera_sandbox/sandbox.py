@@ -120,10 +120,14 @@ class Sandbox:
         self.kube_url = config["clusters"][0]["cluster"]["server"]
         return self.kube_url
 
-    def start_feldera(self, *extra: str, port: int = 0) -> str:
-        proc = self._start("feldera", ["emulator", "feldera", "--port", str(port), *extra])
-        self.feldera_url = proc.wait_for_log(_URL_LINE.pattern).group(1)
-        return self.feldera_url
+    def start_feldera(self, *extra: str, port: int = 0, name: str = "feldera") -> str:
+        """A Feldera emulator; returns its URL. The first one (`name` "feldera") is the default
+        instance the sandbox's verbs talk to; others are for FelderaInstances of their own."""
+        proc = self._start(name, ["emulator", "feldera", "--port", str(port), *extra])
+        url = proc.wait_for_log(_URL_LINE.pattern).group(1)
+        if name == "feldera":
+            self.feldera_url = url
+        return url
 
     def install_operator_identity(
         self,

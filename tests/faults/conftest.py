@@ -95,9 +95,16 @@ class Faults(E2E):
         latency: float = 0.0,
         drop: bool = False,
         count: int = 1,
+        hang: bool = False,
+        slow_body: float = 0.0,
+        html: bool = False,
+        retry_after: str | None = None,
     ) -> None:
         body: dict[str, Any] = {"endpoint": endpoint, "latency": latency, "drop": drop}
         body["count"] = count
+        body |= {"hang": hang, "slow_body": slow_body, "html": html}
+        if retry_after is not None:
+            body["retry_after"] = retry_after
         if method is not None:
             body["method"] = method
         if status is not None:
