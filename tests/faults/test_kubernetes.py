@@ -10,10 +10,13 @@ Feldera action is repeated or lost, the statuses end up right, and nothing crash
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from e2e.conftest import is_ready, unique
+from e2e.conftest import E2E, condition, is_ready, operator_defaults, start_sandbox, unique
 from e2e.test_operator import INPUT_ACTION, PIPELINE_ACTIONS, standard
+
+from feldera_sandbox.feldera_emulator import ANY_ROUTE
 
 from .conftest import PERIOD, Faults
 from .test_feldera_faults import ready_pipeline
@@ -248,3 +251,80 @@ def test_watches_resumed_into_410_gone_resync_without_a_burst(faults: Faults) ->
     # no burst of anything else.
     assert writes.get("patch felderapipelines/status", 0) <= 3, writes
     assert sum(writes.values()) <= 5, writes
+
+
+def test_a_hung_api_server_makes_the_leader_step_down_not_hang(tmp_path: Path) -> None:
+    """kube-apiserver frozen (SIGSTOP: connections accepted, never answered, as a half-open
+    connection or a partition looks): every call of the operator is bounded, and the leader,
+    unable to renew its Lease within the renew deadline, exits (a supervisor restarts it)
+    rather than act on without proving it leads. Once the server answers again, a new process
+    leads and acts."""
+    values = {"replicas": 2, "leaderElection": {"leaseDuration": 3}}
+    sb = start_sandbox(tmp_path, examples=False, chart_values=values)
+    try:
+        e2e = E2E(sb)
+        plane, leader = sb.plane, sb.operators[0]
+        assert plane is not None
+        e2e.wait(lambda: "leading (lease" in leader.log_text(), "the operator leads")
+        name = unique("hung")
+        e2e.create_pipeline(name)
+        e2e.apply(standard(name))
+        e2e.wait_ready(name)
+        plane.freeze_apiserver()
+        try:
+            # Renew deadline 2 s (2/3 of the lease); a bounded call fails within it.
+            e2e.wait(lambda: not leader.running, "the leader exits", timeout=15)
+        finally:
+            plane.thaw_apiserver()
+        assert "lost the lease" in leader.log_text(), leader.log_tail(20)
+        restarted = sb.start_operator(*operator_defaults(sb), name="operator-restarted")
+        e2e.wait(lambda: "leading (lease" in restarted.log_text(), "the new process leads")
+        e2e.patch(name, {"spec": {"paused": True}})
+        e2e.wait(lambda: e2e.pipeline(name)["deployment_status"] == "Paused", "it acts")
+    finally:
+        sb.stop()
+
+
+def test_the_leader_killed_while_feldera_is_down_each_action_once(tmp_path: Path) -> None:
+    """Feldera down; a change is declared; the leader dies (SIGKILL) before it could act. The
+    standby takes over and, once Feldera answers, applies the change exactly once."""
+    values = {"replicas": 2, "leaderElection": {"leaseDuration": 3}}
+    sb = start_sandbox(tmp_path, examples=False, chart_values=values)
+    try:
+        e2e = E2E(sb)
+        first = sb.operators[0]
+        second = sb.start_operator(*operator_defaults(sb), name="operator-2")
+        leader = e2e.wait(
+            lambda: next((p for p in (first, second) if "leading (lease" in p.log_text()), None),
+            "a leader",
+        )
+        standby = second if leader is first else first
+        names = [unique("failover") for _ in range(2)]
+        for name in names:
+            e2e.create_pipeline(name)
+            e2e.apply(standard(name))
+        for name in names:
+            e2e.wait_ready(name)
+        sb.feldera("DELETE", "/_emulator/actions")
+        down = {"endpoint": ANY_ROUTE, "status": 503, "count": 0}
+        sb.feldera("POST", "/_emulator/faults", down)
+        for name in names:
+            e2e.patch(name, {"spec": {"paused": True}})
+        e2e.wait(
+            lambda: all(
+                (condition(e2e.get(n), "Synced") or {}).get("status") == "False" for n in names
+            ),
+            "the leader says Feldera is down",
+        )
+        leader.kill()
+        e2e.wait(lambda: "leading (lease" in standby.log_text(), "the standby leads", timeout=20)
+        sb.feldera("DELETE", "/_emulator/faults")
+        for name in names:
+            e2e.wait(lambda n=name: e2e.pipeline(n)["deployment_status"] == "Paused", "paused")
+            e2e.wait_ready(name)
+        pauses = [
+            a for a in sb.feldera("GET", "/_emulator/actions")["actions"] if a["action"] == "pause"
+        ]
+        assert sorted(a["pipeline"] for a in pauses) == sorted(names)  # each exactly once
+    finally:
+        sb.stop()
