@@ -18,11 +18,17 @@ from feldera_sandbox.sandbox import (
     Sandbox,
     condition,
     connector_entry,
+    existing_cluster,
     is_ready,
     wait_for,
 )
 
 PERIOD = 1.0  # the operator's observation period in these tests
+# What needs the local control plane (its audit log, killing it): not run on an existing cluster.
+needs_local_plane = pytest.mark.skipif(
+    existing_cluster(),
+    reason="USE_EXISTING_CLUSTER: needs the local control plane (audit log, process control)",
+)
 # How long a pipeline stopped behind the operator's back stays stopped (default 60 s): short
 # here, so tests that stop one see it started again soon.
 EXTERNAL_STOP_GRACE = 2.0

@@ -19,6 +19,7 @@ from .conftest import (
     condition,
     connector_entry,
     is_ready,
+    needs_local_plane,
     operator_defaults,
     pipeline_manifest,
     start_sandbox,
@@ -292,6 +293,7 @@ def test_missing_pipeline_is_reported_and_recovers_when_created(e2e: E2E) -> Non
     e2e.wait_ready(name)
 
 
+@needs_local_plane
 def test_converged_steady_state_makes_no_actions_and_no_writes(tmp_path: Path) -> None:
     sb = start_sandbox(tmp_path, examples=False)
     try:
