@@ -228,8 +228,6 @@ class ControlPlane:
         assert etcd is not None
 
         def healthy() -> bool:
-            if not etcd.running:
-                raise _Exited()
             with urllib.request.urlopen(f"{self.etcd_url}/health", timeout=2) as r:
                 return bool(json.loads(r.read()).get("health") == "true")
 
@@ -330,8 +328,6 @@ class ControlPlane:
 
     def _wait_ready(self, apiserver: Process, timeout: float) -> None:
         def ready() -> bool:
-            if not apiserver.running:
-                raise _Exited()
             status, body = self.request("GET", "/readyz")
             return status == 200 and body.strip() == b"ok"
 
@@ -347,14 +343,26 @@ class ControlPlane:
         )
 
     def _wait(self, proc: Process, check: Callable[[], bool], timeout: float, what: str) -> None:
+        """Until `check` holds; a process that exits meanwhile fails at once, not at the
+        deadline, and either way the error carries its log's last lines."""
+
+        def ready_or_exited() -> str | None:
+            if not proc.running:
+                return "exited"
+            return "ready" if check() else None
+
         try:
-            wait_for(check, timeout=timeout, interval=0.1, what=what)
-        except (TimeoutError, _Exited) as e:
-            reason = "exited" if not proc.running else f"not ready after {timeout:.0f} s"
+            outcome = wait_for(ready_or_exited, timeout=timeout, interval=0.1, what=what)
+        except TimeoutError as e:
             raise ControlPlaneError(
-                f"{proc.name} {reason} ({what}); last lines of {proc.log_path}:\n"
+                f"{proc.name} not ready after {timeout:g} s ({what}); last lines of "
+                f"{proc.log_path}:\n{proc.log_tail(30)}"
+            ) from e
+        if outcome == "exited":
+            raise ControlPlaneError(
+                f"{proc.name} exited ({what}); last lines of {proc.log_path}:\n"
                 f"{proc.log_tail(30)}"
-            ) from (None if isinstance(e, _Exited) else e)
+            )
 
     @staticmethod
     def _port_taken(proc: Process) -> bool:
@@ -467,10 +475,6 @@ def request_key(event: Mapping[str, Any]) -> str:
 def _long_running(event: Mapping[str, Any]) -> bool:
     """A request that had a ResponseStarted stage of its own (a watch)."""
     return event.get("verb") == "watch"
-
-
-class _Exited(Exception):
-    pass
 
 
 def _b64(path: Path) -> str:
