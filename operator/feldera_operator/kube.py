@@ -124,6 +124,9 @@ class KubeApi:
         # of Events (or an API server slow to take them) never delays a status write.
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="kube")
         self._event_pool = ThreadPoolExecutor(event_threads, thread_name_prefix="kube-events")
+        # Whether the last Event failed, and with which HTTP status (None: no answer), as logged.
+        self._events_failing = False
+        self._event_failure: int | None = None
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
@@ -224,10 +227,22 @@ class KubeApi:
                 self._core.create_namespaced_event, namespace, body, pool=self._event_pool
             )
         except KubeError as e:
-            # An Event is a courtesy: never let its failure disturb reconciling.
-            log.warning(
-                "could not post Event %s on %s/%s: %s", reason, namespace, meta.get("name"), e
-            )
+            # An Event is a courtesy: never let its failure disturb reconciling. Logged when the
+            # failure's kind changes (an admission policy refusing Events refuses every one).
+            if not self._events_failing or e.status != self._event_failure:
+                self._events_failing, self._event_failure = True, e.status
+                log.warning(
+                    "could not post Event %s on %s/%s (said once until Events are posted "
+                    "again): %s",
+                    reason,
+                    namespace,
+                    meta.get("name"),
+                    e,
+                )
+            return
+        if self._events_failing:
+            self._events_failing = False
+            log.info("Events are posted again")
 
     async def _call(
         self, fn: Any, *args: Any, pool: ThreadPoolExecutor | None = None, **kwargs: Any
