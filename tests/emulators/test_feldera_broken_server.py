@@ -10,7 +10,6 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -27,20 +26,6 @@ from feldera_sandbox.feldera_emulator import (
 from feldera_sandbox.feldera_tls import TlsMode, server_tls
 
 HEALTHY = b'{"status": "healthy"}'
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[FelderaEmulator]:
-    emu = FelderaEmulator()
-    yield emu
-    await emu.stop()
-
-
-@pytest.fixture
-async def session(emulator: FelderaEmulator) -> AsyncIterator[aiohttp.ClientSession]:
-    url = await emulator.start()
-    async with aiohttp.ClientSession(url) as s:
-        yield s
 
 
 async def test_hang_accepts_the_connection_and_never_answers(

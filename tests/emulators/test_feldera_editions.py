@@ -15,7 +15,6 @@ from tests.emulators.feldera_http import (
     deployment_log,
     error,
     input_flags,
-    make_call,
     put,
     status_of,
     wait_for,
@@ -40,18 +39,6 @@ async def emulator() -> AsyncIterator[FelderaEmulator]:
     emu = FelderaEmulator(edition="enterprise")
     yield emu
     await emu.stop()
-
-
-@pytest.fixture
-async def session(emulator: FelderaEmulator) -> AsyncIterator[aiohttp.ClientSession]:
-    url = await emulator.start()
-    async with aiohttp.ClientSession(url) as session:
-        yield session
-
-
-@pytest.fixture
-def call(session: aiohttp.ClientSession) -> Call:
-    return make_call(session)
 
 
 async def start(call: Call, name: str, query: str = "", until: str = "Running") -> dict[str, Any]:

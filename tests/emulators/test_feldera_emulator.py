@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -27,6 +26,8 @@ from feldera_sandbox.feldera_emulator import (
 )
 from feldera_sandbox.feldera_sql import SqlParseError, parse_program
 
+from .feldera_http import Call, status_of
+
 SQL = """
 CREATE TABLE orders (id BIGINT NOT NULL, amount INT) WITH ('connectors' = '[
   {"name": "backfill", "transport": {"name": "datagen", "config": {"plan": [{"limit": 1000}]}}},
@@ -39,50 +40,11 @@ CREATE MATERIALIZED VIEW big_orders WITH ('connectors' = '[{"name": "sink"}]')
 AS SELECT * FROM orders WHERE amount > 10;
 """
 
-Call = Callable[..., Awaitable[tuple[int, Any]]]
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[FelderaEmulator]:
-    emu = FelderaEmulator()
-    yield emu
-    await emu.stop()
-
-
-@pytest.fixture
-async def session(emulator: FelderaEmulator) -> AsyncIterator[aiohttp.ClientSession]:
-    url = await emulator.start()
-    async with aiohttp.ClientSession(url) as s:
-        yield s
-
-
-@pytest.fixture
-def call(session: aiohttp.ClientSession) -> Call:
-    """(status, parsed body) of one request; an empty body reads as None."""
-
-    async def _call(method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        async with session.request(method, path, **kwargs) as resp:
-            text = await resp.text()
-            if not text:
-                return resp.status, None
-            if resp.content_type == "application/json":
-                return resp.status, await resp.json()
-            return resp.status, text
-
-    return _call
-
 
 async def put(call: Call, name: str, sql: str = SQL, **extra: Any) -> tuple[int, Any]:
     return await call(
         "PUT", f"/v0/pipelines/{name}", json={"name": name, "program_code": sql, **extra}
     )
-
-
-async def status_of(call: Call, name: str) -> dict[str, Any]:
-    code, body = await call("GET", f"/v0/pipelines/{name}?selector=status")
-    assert code == 200, body
-    assert isinstance(body, dict)
-    return body
 
 
 async def wait_for(call: Call, name: str, field: str, value: str, within: float = 5.0) -> None:

@@ -7,18 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
-
-import aiohttp
-import pytest
 
 from feldera_sandbox.feldera_emulator import FelderaEmulator
 from tests.emulators.feldera_http import (
     Call,
     error,
     everything,
-    make_call,
     put,
     status_of,
     wait_for,
@@ -31,20 +26,6 @@ CREATE MATERIALIZED VIEW big AS SELECT * FROM orders WHERE amount > 10;
 """
 MORE = SQL + "CREATE VIEW small AS SELECT * FROM orders WHERE amount < 10;\n"
 BAD = "CREATE TABLE orders (id BIGINT,);"
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[FelderaEmulator]:
-    emu = FelderaEmulator()
-    yield emu
-    await emu.stop()
-
-
-@pytest.fixture
-async def call(emulator: FelderaEmulator) -> AsyncIterator[Call]:
-    url = await emulator.start()
-    async with aiohttp.ClientSession(url) as session:
-        yield make_call(session)
 
 
 async def running(call: Call, name: str, sql: str = SQL, **extra: Any) -> None:
