@@ -174,3 +174,13 @@ def program_step_failed(step: p.Step, why: str) -> str:
     else:
         what = step.describe()  # create the pipeline, approve the bootstrap, delete the pipeline
     return f"Could not {what}: {why}"
+
+
+def deletion_step_done(step: p.Step) -> str:
+    """A step of deletionPolicy Delete, done: "Stopped the pipeline", "Cleared the pipeline's
+    storage", "Deleted the pipeline"."""
+    if isinstance(step, p.Stop):
+        return "Stopped the pipeline"
+    if isinstance(step, p.Clear):
+        return "Cleared the pipeline's storage"
+    return "Deleted the pipeline"

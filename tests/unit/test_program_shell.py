@@ -33,6 +33,7 @@ from .reconciler_fakes import (
 )
 
 PLURAL = "felderapipelines"
+FINALIZER = "feldera.dev/stop-pipeline"
 SQL_A = "CREATE TABLE t (x INT);\nCREATE VIEW v AS SELECT * FROM t;\n"
 SQL_B = SQL_A + "CREATE VIEW v2 AS SELECT x FROM t;\n"
 FROM_CM = {"sqlFrom": {"configMapKeyRef": {"name": "orders-sql", "key": "p.sql"}}}
@@ -57,6 +58,11 @@ async def edit(r: Reconciler, kube: FakeKube, name: str = "orders", **spec: Any)
     obj = kube.objects[(PLURAL, "default", name)]
     obj["spec"].update(spec)
     obj["metadata"]["generation"] += 1
+    await deliver(r, kube, name)
+
+
+async def delete(r: Reconciler, kube: FakeKube, name: str = "orders") -> None:
+    kube.objects[(PLURAL, "default", name)]["metadata"]["deletionTimestamp"] = "2026-01-02T00:00Z"
     await deliver(r, kube, name)
 
 
@@ -351,3 +357,37 @@ async def test_a_configmap_that_loses_its_label_is_no_longer_read_from_the_watch
     await r.on_configmap_event("DELETED", body)  # as a label-selected watch tells it
     assert ready(status(kube))["reason"] == "ConfigMapNotLabelled"
     assert r.configmaps == {}
+
+
+# ----------------------------------------------------------------------------- deletion
+
+
+async def test_deletion_policy_delete_stops_clears_deletes_then_releases_the_resource() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    r = make_reconciler(kube, feldera)
+    spec = {"program": {"sql": SQL_A}, "deletionPolicy": "Delete"}
+    await add_pipeline(r, kube, pipeline_body("orders", **spec))
+    await until(lambda: is_ready(kube), what="Ready")
+    assert kube.objects[(PLURAL, "default", "orders")]["metadata"]["finalizers"] == [FINALIZER]
+    before = len(feldera.actions())
+    await delete(r, kube)
+    await until(lambda: (PLURAL, "default", "orders") not in kube.objects, what="released")
+    assert feldera.actions()[before:] == [
+        ("stop", "orders"),
+        ("clear", "orders"),
+        ("delete", "orders"),
+    ]
+    assert "orders" not in feldera.pipelines
+    assert reasons(kube)[-3:] == ["PipelineStopped", "StorageCleared", "PipelineDeleted"]
+    assert kube.events_of("orders")[-1].message == "Deleted the pipeline (deletionPolicy: Delete)"
+
+
+async def test_deletion_policy_delete_of_an_observe_only_resource_touches_nothing() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    running(feldera)
+    r = make_reconciler(kube, feldera)
+    spec = {"managementPolicy": "ObserveOnly", "deletionPolicy": "Delete"}
+    await add_pipeline(r, kube, pipeline_body("orders", **spec))
+    await delete(r, kube)
+    await until(lambda: (PLURAL, "default", "orders") not in kube.objects, what="released")
+    assert feldera.actions() == []
