@@ -223,6 +223,25 @@ async def test_enterprise_stops_with_a_checkpoint_and_starts_with_the_approved_b
     ]
 
 
+async def test_a_step_whose_status_cannot_be_written_waits_for_it() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    running(feldera)
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(r, kube, pipeline_body("orders", program={"sql": SQL_A}))
+    await until(lambda: is_ready(kube), what="Ready")
+    at_stop: list[dict[str, Any]] = []
+    feldera.on_call = lambda call: (
+        at_stop.append(copy.deepcopy(status(kube))) if call[0] == "stop" else None
+    )
+    kube.fail("patch_status", 503, count=2)  # the API server refuses two writes
+    await edit(r, kube, program={"sql": SQL_B})
+    assert feldera.count("diff") == 1 and feldera.actions() == []  # previewed, nothing stopped
+    await until(lambda: feldera.pipelines["orders"].program_code == SQL_B, what="applied")
+    assert at_stop[0]["program"]["pending"]["hash"] == status(kube)["program"]["hash"]
+    # The preview lives in the status alone: one not written is made again (it only reads).
+    assert feldera.count("diff") == 3 and feldera.count("stop") == 1
+
+
 async def test_the_edition_is_read_before_a_first_pass_of_the_instance_decides_a_stop() -> None:
     kube, feldera = FakeKube(), FakeFeldera()
     feldera.edition = "Enterprise"
