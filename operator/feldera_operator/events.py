@@ -144,8 +144,8 @@ def program_step_done(
         summary = preview.diff.summary() if preview is not None and preview.diff else "no answer"
         return f"Previewed {program}: {summary}"
     if isinstance(step, p.Stop):
-        how = "with a checkpoint" if not step.force else "force"
-        return f"Stopped the pipeline ({how}) to apply {program}"
+        how = "" if step.force else " (with a checkpoint)"
+        return f"Stopped the pipeline{how} to apply {program}"
     if isinstance(step, p.Patch):
         return f"Updated {', '.join(sorted(step.body))} of the pipeline to {program}"
     if isinstance(step, p.Clear):

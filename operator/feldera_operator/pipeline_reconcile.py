@@ -276,6 +276,7 @@ class PipelineReconciler:
         """The program flow's round, for a resource that declares its program (else None)."""
         spec = record.spec
         if spec is None or spec.program is None:
+            record.program_copy = record.program_copy_hash = None  # no longer declared
             return None
         unreadable = isinstance(observation, d.Problem) and (
             observation.reason != d.PIPELINE_NOT_FOUND
