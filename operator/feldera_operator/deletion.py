@@ -66,11 +66,11 @@ class StopTarget:
         return "Delete" if self.delete is not None else "Stop"
 
 
-@dataclass(frozen=True)
 class InProgress:
-    """A Delete that took its step (or waits on Feldera's): a round again soon."""
+    """A Delete that took its step, or waits for Feldera to follow the last: a round again soon."""
 
-    message: str
+
+IN_PROGRESS = InProgress()
 
 
 class Finalizer:
@@ -223,7 +223,7 @@ class Finalizer:
             record.followup_delay = FOLLOWUP_FIRST
             record.deletion_backoff = BACKOFF_FIRST
             record.deletion_cause = None
-        return InProgress(decision.message)
+        return IN_PROGRESS
 
     def _instance_gone(self, instance: ObjKey) -> bool:
         """Permanently: the default instance is not configured, or the FelderaInstance is not
