@@ -27,6 +27,7 @@ from feldera_sandbox.sandbox import (
 from feldera_sandbox.sandbox import (
     Process,
     Sandbox,
+    condition,
     is_ready,
     namespace_manifest,
     wait_for,
@@ -176,7 +177,11 @@ def test_the_charts_grants_are_enough_and_all_used(sandbox: Sandbox, shape: dict
         # The ConfigMap lacks the label: read by name to say so; labelled, it is watched.
         wait_for(
             lambda: (
-                _reason(sb.get("felderapipelines", by_program, namespace)) == "ConfigMapNotLabelled"
+                (
+                    condition(sb.get("felderapipelines", by_program, namespace) or {}, "Ready")
+                    or {}
+                ).get("reason")
+                == "ConfigMapNotLabelled"
             ),
             timeout=30,
             what="ConfigMapNotLabelled",
@@ -304,13 +309,6 @@ def test_each_rule_removed_names_what_breaks(
         )
     finally:
         operator.stop()
-
-
-def _reason(obj: dict[str, Any] | None) -> str | None:
-    for c in (obj or {}).get("status", {}).get("conditions") or []:
-        if c.get("type") == "Ready":
-            return str(c.get("reason"))
-    return None
 
 
 def _statuses(sb: Sandbox, namespace: str) -> str:
