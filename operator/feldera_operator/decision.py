@@ -1027,13 +1027,22 @@ def not_acted_on_status(
 
 
 def deletion_blocked_status(
-    problem: Problem, *, generation: int, previous_status: Mapping[str, Any] | None, now: str
+    problem: Problem,
+    *,
+    generation: int,
+    previous_status: Mapping[str, Any] | None,
+    now: str,
+    policy: str = "Stop",
 ) -> dict[str, Any]:
-    """A resource being deleted whose pipeline cannot be stopped yet (deletionPolicy Stop): the
-    deletion waits, retried; the status says on what. What was observed is kept."""
+    """A resource being deleted whose pipeline cannot be stopped (deletionPolicy Stop) or
+    deleted (Delete) yet: the deletion waits, retried; the status says on what. What was observed
+    is kept."""
     previous = dict(previous_status or {})
     previous["observedGeneration"] = generation
-    message = f"deletion waits for the pipeline to stop (deletionPolicy: Stop): {problem.message}"
+    what = "be deleted" if policy == "Delete" else "stop"
+    message = (
+        f"deletion waits for the pipeline to {what} (deletionPolicy: {policy}): {problem.message}"
+    )
     stalled = problem.reason in STALLED_REASONS
     synced = problem.reason not in SYNC_FAILURE_REASONS
     previous["conditions"] = _conditions(

@@ -10,6 +10,7 @@ from typing import Any
 
 from feldera_operator import decision as d
 from feldera_operator import metrics
+from feldera_operator import program as p
 from feldera_operator.kube import KubeClient
 
 log = logging.getLogger(__name__)
@@ -118,3 +119,68 @@ def action_failed(action: d.Action, why: str) -> str:
 
 def drift_corrected(action: d.Action) -> str:
     return f"Feldera no longer matched the spec: {_DONE[action.verb]} {action_object(action)}"
+
+
+# ----------------------------------------------------------------------------- the program's steps
+
+
+def short_hash(program_hash: str) -> str:
+    """A program's hash as messages show it: `sha256:` and its first 12 hex digits."""
+    return program_hash[: len("sha256:") + 12]
+
+
+def program_step_done(
+    step: p.Step, program_hash: str, *, preview: p.PreviewResult | None = None
+) -> str:
+    """A step of the program flow, done: "Updated program_code of the pipeline to program
+    sha256:0123456789ab", "Previewed program sha256:...: views 1 added"."""
+    program = f"program {short_hash(program_hash)}"
+    if isinstance(step, p.Create):
+        return f"Created the pipeline with {program}"
+    if isinstance(step, p.Preview):
+        if preview is not None and preview.errors:
+            first = next((e for e in preview.errors if not e.warning), preview.errors[0])
+            return f"Previewed {program}: it does not compile: {first.describe()}"
+        summary = preview.diff.summary() if preview is not None and preview.diff else "no answer"
+        return f"Previewed {program}: {summary}"
+    if isinstance(step, p.Stop):
+        how = "" if step.force else " (with a checkpoint)"
+        return f"Stopped the pipeline{how} to apply {program}"
+    if isinstance(step, p.Patch):
+        return f"Updated {', '.join(sorted(step.body))} of the pipeline to {program}"
+    if isinstance(step, p.Clear):
+        return f"Cleared the pipeline's storage (its state is lost) to apply {program}"
+    if isinstance(step, p.Start):
+        how = step.initial
+        if step.bootstrap_policy is not None:
+            how += f", bootstrap_policy={step.bootstrap_policy}"
+        return f"Started the pipeline ({how}) with {program}"
+    if isinstance(step, p.Approve):
+        return f"Approved the bootstrap of {program}"
+    return "Deleted the pipeline"
+
+
+def program_step_failed(step: p.Step, why: str) -> str:
+    """The step, failed: "Could not stop the pipeline: ...", "Could not update program_code of
+    the pipeline: ..."."""
+    if isinstance(step, p.Patch):
+        what = f"update {', '.join(sorted(step.body))} of the pipeline"
+    elif isinstance(step, p.Start):
+        what = f"start the pipeline ({step.initial})"
+    elif isinstance(step, p.Stop):
+        what = "stop the pipeline"
+    elif isinstance(step, p.Clear):
+        what = "clear the pipeline's storage"
+    else:
+        what = step.describe()  # create the pipeline, approve the bootstrap, delete the pipeline
+    return f"Could not {what}: {why}"
+
+
+def deletion_step_done(step: p.Step) -> str:
+    """A step of deletionPolicy Delete, done: "Stopped the pipeline", "Cleared the pipeline's
+    storage", "Deleted the pipeline"."""
+    if isinstance(step, p.Stop):
+        return "Stopped the pipeline"
+    if isinstance(step, p.Clear):
+        return "Cleared the pipeline's storage"
+    return "Deleted the pipeline"

@@ -2,7 +2,8 @@
 
 Covers what the operator needs and nothing more: server identity (`GET /v0/config`, `/healthz`),
 pipeline status (list and one), `/stats`, the pipeline actions (start, pause, resume, stop), the
-input and output connector actions, and `PUT` of a pipeline for tests and the demo.
+input and output connector actions, and what a declared program needs (spec.program): create
+(`PUT`), update (`PATCH`), preview (`POST .../diff`), clear storage, approve a bootstrap, delete.
 
 What it promises its callers:
 - Every failure is a `FelderaError` subclass that says what went wrong in terms the reconcile loop
@@ -39,6 +40,7 @@ from yarl import URL
 from feldera_operator import __version__
 
 __all__ = [
+    "BootstrapPolicy",
     "EndpointHealth",
     "FelderaAuthError",
     "FelderaBadRequest",
@@ -66,6 +68,7 @@ log = logging.getLogger(__name__)
 
 Selector = Literal["all", "status", "status_with_connectors"]
 InitialState = Literal["running", "paused"]
+BootstrapPolicy = Literal["allow", "reject", "await_approval"]
 ConnectorAction = Literal["start", "pause"]
 
 OnResponse = Callable[[str, int | None, float], None]
@@ -490,6 +493,43 @@ class FelderaClient:
         )
         return cast(Pipeline, result)
 
+    async def patch_pipeline(self, name: str, body: Mapping[str, Any]) -> Pipeline:
+        """`PATCH /v0/pipelines/{name}`: only the top-level fields given change (a config object
+        given is replaced whole)."""
+        result = await self._request(
+            "PATCH",
+            "/v0/pipelines/{pipeline}",
+            {"pipeline": name},
+            json_body=dict(body),
+            expect=dict,
+        )
+        return cast(Pipeline, result)
+
+    async def delete_pipeline(self, name: str) -> None:
+        """`DELETE /v0/pipelines/{name}`: needs it fully stopped and its storage cleared."""
+        await self._request("DELETE", "/v0/pipelines/{pipeline}", {"pipeline": name})
+
+    async def diff(
+        self, name: str, program_code: str, runtime_version: str | None = None
+    ) -> dict[str, Any]:
+        """`POST .../diff`: what the new SQL would change (Feldera's PipelineDiff), stopping
+        nothing. 400 `InvalidNewProgramSql` carries the compiler's messages in `details`."""
+        body: dict[str, Any] = {"program_code": program_code}
+        if runtime_version is not None:
+            body["runtime_version"] = runtime_version
+        result = await self._request(
+            "POST", "/v0/pipelines/{pipeline}/diff", {"pipeline": name}, json_body=body, expect=dict
+        )
+        return cast(dict[str, Any], result)
+
+    async def clear(self, name: str) -> None:
+        """`POST .../clear`: deletes the pipeline's storage (checkpoints, state); 202."""
+        await self._request("POST", "/v0/pipelines/{pipeline}/clear", {"pipeline": name})
+
+    async def approve(self, name: str) -> None:
+        """`POST .../approve`: a pipeline awaiting approval bootstraps (Enterprise)."""
+        await self._request("POST", "/v0/pipelines/{pipeline}/approve", {"pipeline": name})
+
     async def stats(self, name: str) -> PipelineStats:
         """`GET /v0/pipelines/{name}/stats`: global metrics and every connector's state."""
         body = await self._request(
@@ -497,13 +537,17 @@ class FelderaClient:
         )
         return cast(PipelineStats, body)
 
-    async def start(self, name: str, initial: InitialState) -> None:
-        """`POST .../start?initial=...`: 202 records the wish; poll the status to see it happen."""
+    async def start(
+        self, name: str, initial: InitialState, bootstrap_policy: BootstrapPolicy | None = None
+    ) -> None:
+        """`POST .../start?initial=...[&bootstrap_policy=...]`: 202 records the wish; poll the
+        status to see it happen. The policy is for a start from a checkpoint of another program
+        (Enterprise); None leaves Feldera's default (await_approval)."""
+        query: dict[str, str] = {"initial": initial}
+        if bootstrap_policy is not None:
+            query["bootstrap_policy"] = bootstrap_policy
         await self._request(
-            "POST",
-            "/v0/pipelines/{pipeline}/start",
-            {"pipeline": name},
-            query={"initial": initial},
+            "POST", "/v0/pipelines/{pipeline}/start", {"pipeline": name}, query=query
         )
 
     async def pause(self, name: str) -> None:

@@ -1,4 +1,5 @@
-"""The kopf wiring: watch events of both kinds go to the Reconciler; nothing else lives here.
+"""The kopf wiring: watch events of both kinds, and of the ConfigMaps labelled
+feldera.dev/program: "true", go to the Reconciler; nothing else lives here.
 
 Only `@kopf.on.event` handlers are used: they cost no writes (no progress or diff-base
 annotations) and no per-object timers; the Reconciler decides what each event means. kopf still
@@ -18,6 +19,7 @@ from feldera_operator import leader, metrics, permissions
 from feldera_operator.config import OperatorConfig
 from feldera_operator.kube import KubeApi, load_api_client
 from feldera_operator.models import GROUP, VERSION, FelderaInstance, FelderaPipeline
+from feldera_operator.program import PROGRAM_LABEL
 from feldera_operator.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.batching.batch_window = 0.05
     settings.persistence.diffbase_storage = _NoDiffBase()
+    # Only the ConfigMaps that hold programs (spec.program.sqlFrom), filtered by the API server:
+    # a cluster's other ConfigMaps are never listed, sent or held (docs/performance.md).
+    settings.watching.label_selectors["v1", "configmaps"] = f"{PROGRAM_LABEL}=true"
     api_client = load_api_client()
     await permissions.check(api_client, config)  # names every missing grant, once
     kube = KubeApi(api_client, timeout=config.kube_request_timeout)
@@ -108,3 +113,11 @@ async def pipeline_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> Non
 async def instance_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     reconciler: Reconciler = memo["reconciler"]
     await reconciler.on_instance_event(event.get("type"), event["object"])
+
+
+# No client-side `labels=` filter: a ConfigMap whose label is removed comes as DELETED, without
+# the label, and must still reach the reconciler.
+@kopf.on.event("v1", "configmaps")
+async def configmap_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    reconciler: Reconciler = memo["reconciler"]
+    await reconciler.on_configmap_event(event.get("type"), event["object"])

@@ -1,9 +1,10 @@
-"""The operator's own Kubernetes calls: status patches, finalizers, Secret reads and Events.
+"""The operator's own Kubernetes calls: status patches, finalizers, Secret and ConfigMap reads and
+Events.
 
 kopf watches the resources; these few direct calls go through the official `kubernetes` client
 (its one job in the runtime), run in worker threads because that client is synchronous. Every call
-here is one the Helm chart's RBAC grants: custom resources `patch` and their status `patch`,
-Secrets `get`, Events `create`.
+here is one the Helm chart's RBAC grants: custom resources `get` and `patch` and their status
+`patch`, Secrets `get`, ConfigMaps `get`, Events `create`.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class KubeClient(Protocol):
     async def read_secret(self, namespace: str, name: str) -> SecretData: ...
 
     async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     async def post_event(
         self, involved: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
@@ -167,6 +170,17 @@ class KubeApi:
             return await self._call(
                 self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name
             )
+        except KubeError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One ConfigMap (metadata and data); None when it does not exist. Read only for one
+        that spec.program.sqlFrom names and the labelled watch does not hold (missing, or
+        unlabelled: the status says which)."""
+        try:
+            return await self._call(self._core.read_namespaced_config_map, name, namespace)
         except KubeError as e:
             if e.status == 404:
                 return None

@@ -41,6 +41,13 @@ class Permission:
         return f"{self.verb} {group}{self.resource}{named} {where}"
 
 
+_PROGRAMS = (
+    "kopf cannot watch the ConfigMaps labelled feldera.dev/program: a program's SQL in one "
+    "(spec.program.sqlFrom) is read by name at every reconcile, and its edits are not noticed "
+    "at once"
+)
+
+
 def _served(namespace: str) -> list[Permission]:
     pipelines, instances = FelderaPipeline.PLURAL, FelderaInstance.PLURAL
     watch = "nothing is reconciled: kopf cannot watch {}"
@@ -85,6 +92,17 @@ def _served(namespace: str) -> list[Permission]:
             "FelderaInstances' API keys and CA bundles cannot be read",
         ),
         Permission("create", "", "events", namespace, "no Events are posted"),
+        Permission(
+            "get",
+            "",
+            "configmaps",
+            namespace,
+            "a ConfigMap named by spec.program.sqlFrom that the watch does not hold cannot be "
+            "read, so a missing one and one without the label feldera.dev/program are not told "
+            "apart, and no SQL is read from one before its watch delivers it",
+        ),
+        Permission("list", "", "configmaps", namespace, _PROGRAMS),
+        Permission("watch", "", "configmaps", namespace, _PROGRAMS),
     ]
 
 

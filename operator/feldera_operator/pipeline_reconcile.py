@@ -30,6 +30,7 @@ from feldera_operator.instance_connection import FelderaApi, Unobservable
 from feldera_operator.kube import KubeError
 from feldera_operator.models import FelderaPipeline
 from feldera_operator.observation import observed_pipeline, problem_from_error
+from feldera_operator.program_reconcile import ProgramRound
 from feldera_operator.records import FOLLOWUP_FIRST, ObjKey, PipelineRecord, instance_label
 from feldera_operator.status_writer import Written
 
@@ -58,6 +59,7 @@ class PipelineReconciler:
         # this resource) must not act on what it saw before; Feldera has moved since.
         async with record.lock:
             client: FelderaApi | None = None
+            entry: Mapping[str, Any] | None = None
             observation: d.Observation
             try:
                 if hub.owner(record) is not record:
@@ -65,10 +67,10 @@ class PipelineReconciler:
                 else:
                     try:
                         client = await hub.connection(record.instance).client()
-                        observation = await self.observe(record, client)
+                        entry, observation = await self.read(record, client)
                     except Unobservable as e:
                         observation = e.problem
-                await self._apply_locked(record, observation, client, None)
+                await self._apply_locked(record, observation, client, None, entry)
             except FelderaClientClosed:
                 # The client was replaced (a rotated key, an edited instance) and closed under
                 # this reconcile: nothing was sent; look again at once with the new one.
@@ -95,7 +97,7 @@ class PipelineReconciler:
                 observation = not_found(record)
             else:
                 observation = await self.with_stats(client, record.pipeline_name, pipeline)
-            await self.apply(record, observation, client, snapshot)
+            await self.apply(record, observation, client, snapshot, pipeline)
         except FelderaClientClosed:
             self.schedule_followup(record, FOLLOWUP_FIRST)  # as in reconcile_now
 
@@ -114,9 +116,15 @@ class PipelineReconciler:
 
     async def observe(self, record: PipelineRecord, client: FelderaApi) -> d.Observation:
         """One pipeline's status and stats, or the problem that kept them from being read."""
+        return (await self.read(record, client))[1]
+
+    async def read(
+        self, record: PipelineRecord, client: FelderaApi
+    ) -> tuple[Mapping[str, Any] | None, d.Observation]:
+        """As `observe`, with the status entry it came from (None when there is none)."""
         try:
             pipeline = await client.get_pipeline(record.pipeline_name, "status")
-            return await self.with_stats(client, record.pipeline_name, pipeline)
+            return pipeline, await self.with_stats(client, record.pipeline_name, pipeline)
         except FelderaClientClosed:
             raise
         except FelderaError as e:
@@ -124,7 +132,7 @@ class PipelineReconciler:
             record.retry_after = max(record.retry_after, e.retry_after or 0.0)
             label = self._hub.instance_state(record.instance).label
             problem = problem_from_error(e, instance=label, url=client.base_url)
-            return not_found(record) if problem.reason == d.PIPELINE_NOT_FOUND else problem
+            return None, not_found(record) if problem.reason == d.PIPELINE_NOT_FOUND else problem
 
     async def with_stats(
         self, client: FelderaApi, name: str, pipeline: Mapping[str, Any]
@@ -151,9 +159,10 @@ class PipelineReconciler:
         observation: d.Observation,
         client: FelderaApi | None,
         snapshot: float | None,
+        entry: Mapping[str, Any] | None = None,
     ) -> None:
         async with record.lock:
-            await self._apply_locked(record, observation, client, snapshot)
+            await self._apply_locked(record, observation, client, snapshot, entry)
 
     async def _apply_locked(
         self,
@@ -161,7 +170,10 @@ class PipelineReconciler:
         observation: d.Observation,
         client: FelderaApi | None,
         snapshot: float | None,
+        entry: Mapping[str, Any] | None = None,
     ) -> None:
+        """Decide from `observation` (built from the status `entry`, when there is one), act,
+        write the status, and follow up."""
         hub = self._hub
         if hub.pipelines.get(record.key) is not record or record.spec is None:
             return
@@ -175,6 +187,8 @@ class PipelineReconciler:
             return
         started = time.monotonic()
         held = self.start_hold(record, observation)
+        program = await self._program(record, observation, client, entry)
+        outcome = program.outcome if program is not None else None
         decision = d.decide(
             record.spec,
             generation=record.generation,
@@ -182,16 +196,33 @@ class PipelineReconciler:
             observed=observation,
             previous_status=record.status,
             now=self._hub.clock(),
+            program=outcome,
             start_held_for=held,
         )
         status = decision.status
         drift = d.is_drift(
             decision, ready_generation=record.ready_generation, generation=record.generation
         )
-        failure: d.Problem | None = None
-        if drift and decision.actions and client is not None and not await self.exists(record):
+        failure = program.problem if program is not None else None
+        step = program.step if program is not None else None
+        ready = (decision.ready_reason, decision.ready_message)
+        written: Written | None = None
+        # A program step on a resource already Ready at this generation: Feldera was changed
+        # behind the operator's back, as for drift.
+        again = drift or (step is not None and record.ready_generation == record.generation)
+        acting = bool(decision.actions) or step is not None
+        if again and acting and client is not None and not await self.exists(record):
             return  # deleted while its watch was down: forgotten, never acted on
-        if decision.actions and client is not None:
+        if step is not None and client is not None:
+            # The status names the step before it is taken, so that a preview's diff is on the
+            # resource before anything stops; a step whose status cannot be written waits.
+            written = await self.write(record, status, ready)
+            if written is Written.GONE:
+                return
+            if written is not Written.FAILED:
+                assert program is not None
+                failure = await self._hub.program.execute(record, client, step, program.hash)
+        elif decision.actions and client is not None:
             failure = await self.issue(record, client, decision.actions, drift)
             if failure is None and applied_at_once(decision.actions):
                 # Feldera sets connector flags before answering: look once more now, so a
@@ -203,6 +234,7 @@ class PipelineReconciler:
                     observed=await self.observe(record, client),
                     previous_status=record.status,
                     now=self._hub.clock(),
+                    program=outcome,
                 )
                 if not confirmed.actions:
                     decision, status = confirmed, confirmed.status
@@ -218,7 +250,8 @@ class PipelineReconciler:
         record.reconciled_generation = record.generation
         if decision.ready and failure is None:
             record.ready_generation = record.generation
-        written = await self.write(record, status, (decision.ready_reason, decision.ready_message))
+        if written is not Written.FAILED:  # failed: its follow-up is scheduled already
+            written = await self.write(record, status, ready)
         if decision.ready_reason == d.EXTERNAL_STOP_GRACE and held is not None:
             self.schedule_followup(record, held + 0.05)  # at the grace's end, not before
         elif decision.in_progress or failure is not None or written is Written.FAILED:
@@ -232,6 +265,25 @@ class PipelineReconciler:
         metrics.RECONCILE_SECONDS.labels(kind=FelderaPipeline.KIND).observe(
             time.monotonic() - started
         )
+
+    async def _program(
+        self,
+        record: PipelineRecord,
+        observation: d.Observation,
+        client: FelderaApi | None,
+        entry: Mapping[str, Any] | None,
+    ) -> ProgramRound | None:
+        """The program flow's round, for a resource that declares its program (else None)."""
+        spec = record.spec
+        if spec is None or spec.program is None:
+            record.program_copy = record.program_copy_hash = None  # no longer declared
+            return None
+        unreadable = isinstance(observation, d.Problem) and (
+            observation.reason != d.PIPELINE_NOT_FOUND
+        )
+        if client is None or unreadable:
+            return self._hub.program.unobservable(record)
+        return await self._hub.program.decide(record, client, entry)
 
     def start_hold(self, record: PipelineRecord, observation: d.Observation) -> float | None:
         """Seconds a start is still held back because someone else stopped the pipeline, or None.

@@ -194,12 +194,15 @@ def resolve_sql(
             d.CONFIGMAP_NOT_FOUND,
             f"ConfigMap {ref.name} (spec.program.sqlFrom) does not exist in this namespace",
         )
-    labels = (configmap.get("metadata") or {}).get("labels") or {}
+    meta = configmap.get("metadata") or {}
+    labels = meta.get("labels") or {}
     if labels.get(PROGRAM_LABEL) != "true":
+        namespace = f" -n {meta['namespace']}" if meta.get("namespace") else ""
         return SourceProblem(
             d.CONFIGMAP_NOT_LABELLED,
             f'ConfigMap {ref.name} lacks the label {PROGRAM_LABEL}: "true"; the operator watches '
-            "only ConfigMaps so labelled: add the label",
+            f"only ConfigMaps so labelled: add the label: kubectl label configmap {ref.name}"
+            f"{namespace} {PROGRAM_LABEL}=true --overwrite",
         )
     data = configmap.get("data") or {}
     if not isinstance(data.get(ref.key), str):

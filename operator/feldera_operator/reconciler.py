@@ -4,6 +4,7 @@ that act on it, one concern each:
 - `instance_connection.py`: an instance's settings, Secrets and Feldera client;
 - `instance_loop.py`: the per-instance observation loop (one listing per period);
 - `pipeline_reconcile.py`: the reconcile of one FelderaPipeline (observe, decide, act);
+- `program_reconcile.py`: its declared program's part (spec.program: SQL, preview, steps);
 - `deletion.py`: the finalizer and the stop on deletion;
 - `status_writer.py`, `events.py`: what is written back to Kubernetes.
 
@@ -40,6 +41,8 @@ from feldera_operator.models import (
     FelderaPipelineSpec,
 )
 from feldera_operator.pipeline_reconcile import PipelineReconciler
+from feldera_operator.program import PROGRAM_LABEL
+from feldera_operator.program_reconcile import ProgramReconciler
 from feldera_operator.records import (
     DEFAULT_INSTANCE,
     Claim,
@@ -84,10 +87,15 @@ class Reconciler:
         self.connections: dict[ObjKey, InstanceConnection] = {}
         # Which resources declare each Feldera pipeline: more than one is a conflict.
         self.claims: dict[Claim, set[ObjKey]] = {}
+        # ConfigMaps labelled feldera.dev/program: "true", as their watch delivers them (labels
+        # and data), and which resources read their SQL from each (spec.program.sqlFrom).
+        self.configmaps: dict[ObjKey, dict[str, Any]] = {}
+        self.configmap_readers: dict[ObjKey, set[ObjKey]] = {}
         self.closing = False
         self.events = EventRecorder(kube)
         self.status = StatusWriter(kube, self.events, clock)
         self.reconcile = PipelineReconciler(self)
+        self.program = ProgramReconciler(self)
         self.deletion = Finalizer(self)
         self.observer = InstanceObserver(self)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -176,9 +184,10 @@ class Reconciler:
             record.status = dict(body.get("status") or {})
         generation = as_int(meta.get("generation")) or 1
         if generation != record.generation or (record.spec is None and not record.spec_error):
-            before = record.claim
+            before, source = record.claim, record.sql_source
             self._load_spec(record, body, generation)
             self._update_claim(record, before)
+            self._update_reader(record, source)
         if record.ready_generation is None and _ready_for(record.status, generation):
             # Ready before this process started: a difference found now is drift, not a change.
             record.ready_generation = generation
@@ -219,6 +228,25 @@ class Reconciler:
         self.connection(key).invalidate()  # re-read the spec and Secret on the next pass
         state.wake.set()
 
+    async def on_configmap_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A ConfigMap labelled feldera.dev/program: "true" (the watch's server-side selector
+        delivers no other; one that loses the label comes as DELETED). An edit of its data
+        reconciles the resources that read their SQL from it at once."""
+        meta = body.get("metadata") or {}
+        key: ObjKey = (meta.get("namespace") or "default", meta["name"])
+        labels = meta.get("labels") or {}
+        before = self.configmaps.get(key)
+        if event_type == "DELETED" or labels.get(PROGRAM_LABEL) != "true":
+            after = None
+            self.configmaps.pop(key, None)
+        else:
+            after = {"metadata": {"labels": dict(labels)}, "data": dict(body.get("data") or {})}
+            self.configmaps[key] = after
+        if event_type is None or before == after or not self.leading.is_set():
+            return  # the start-up listing: the instance loop's first pass reads what it holds
+        readers = sorted(self.configmap_readers.get(key, ()))
+        await self.gather(self.reconcile.reconcile_now(k) for k in readers)
+
     async def reconcile_now(self, key: ObjKey) -> None:
         """Observe and reconcile one resource immediately."""
         await self.reconcile.reconcile_now(key)
@@ -253,6 +281,7 @@ class Reconciler:
         if self.pipelines.get(record.key) is record:
             del self.pipelines[record.key]
             self._update_claim(record, record.claim, gone=True)
+            self._update_reader(record, record.sql_source, gone=True)
         if record.followup is not None:
             record.followup.cancel()
             record.followup = None
@@ -290,6 +319,21 @@ class Reconciler:
                 self.spawn(self.reconcile.reconcile_now(key))
         if after is not None:
             self.claims.setdefault(after, set()).add(record.key)
+
+    def _update_reader(
+        self, record: PipelineRecord, before: ObjKey | None, gone: bool = False
+    ) -> None:
+        """Keep the index from a ConfigMap to the resources reading their SQL from it."""
+        after = None if gone else record.sql_source
+        if before == after:
+            return
+        if before is not None:
+            readers = self.configmap_readers.get(before, set())
+            readers.discard(record.key)
+            if not readers:
+                self.configmap_readers.pop(before, None)
+        if after is not None:
+            self.configmap_readers.setdefault(after, set()).add(record.key)
 
     # ------------------------------------------------------------------ instances
 

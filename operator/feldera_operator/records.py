@@ -60,6 +60,10 @@ class PipelineRecord:
     failure_reported: str | None = None
     # The cause of the last failed status write, as logged (once per cause; cleared on success).
     write_problem: str | None = None
+    # spec.program: the pipeline as last read whole (selector=all), and the declared hash it was
+    # read for. Read again only when Feldera's `version` or the hash changed (needs_full_read).
+    program_copy: Mapping[str, Any] | None = None
+    program_copy_hash: str | None = None
 
     @property
     def label(self) -> str:
@@ -69,6 +73,14 @@ class PipelineRecord:
     def claim(self) -> Claim | None:
         """The Feldera pipeline this resource declares (None while its spec is unusable)."""
         return (self.instance, self.pipeline_name) if self.spec is not None else None
+
+    @property
+    def sql_source(self) -> ObjKey | None:
+        """The ConfigMap spec.program.sqlFrom names, as (namespace, name); None without one."""
+        program = self.spec.program if self.spec is not None else None
+        if program is None or program.sqlFrom is None:
+            return None
+        return (self.key[0], program.sqlFrom.configMapKeyRef.name)
 
     @property
     def seniority(self) -> tuple[str, ObjKey]:

@@ -1,4 +1,5 @@
-"""The sandbox's verbs of the `feldera-operator` command: emulator, controlplane, demo, bench."""
+"""The sandbox's verbs of the `feldera-operator` command: emulator, controlplane, demo, bench,
+watch-cost."""
 
 from __future__ import annotations
 
@@ -38,6 +39,14 @@ def add_commands(sub: Any) -> None:
     bench.add_arguments(
         sub.add_parser("bench", help="Measure reaction time, API load and memory at scale.")
     )
+    from feldera_sandbox import watch_cost
+
+    watch_cost.add_arguments(
+        sub.add_parser(
+            "watch-cost",
+            help="Measure the ConfigMap watch's cost with many unrelated ConfigMaps present.",
+        )
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -61,4 +70,8 @@ def main(args: argparse.Namespace) -> int:
         from feldera_sandbox import bench
 
         return bench.main(args)
+    if args.command == "watch-cost":
+        from feldera_sandbox import watch_cost
+
+        return watch_cost.main(args)
     raise AssertionError(args.command)

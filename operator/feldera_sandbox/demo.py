@@ -5,12 +5,16 @@ modules; or the cluster of KUBECONFIG with USE_EXISTING_CLUSTER=true), the Felde
 the real operator (`feldera-operator run`, i.e. kopf, with the chart's ServiceAccount and RBAC),
 applies crds/ and examples/ with a real kubectl, then walks through pausing and
 resuming a connector, a drift correction, and pausing the pipeline, showing `kubectl get feldera`
-and the connectors' status after each step. Exits 0 when every step converged.
+and the connectors' status after each step; then, for the pipeline declared whole
+(examples/order-totals.yaml), a SQL change: its preview, its approval (the emulator runs as
+Feldera Enterprise, which keeps state across a restart and so asks for one) and the update.
+Exits 0 when every step converged.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import tempfile
 import time
@@ -112,7 +116,15 @@ class Demo:
         self.step("Start Kubernetes (kube-apiserver + etcd), the Feldera emulator and the operator")
         _require_free_port(EXAMPLE_FELDERA_PORT)
         sb.start_kubernetes()
-        sb.start_feldera("--api-key", self.api_key, "--delay", "0.3", port=EXAMPLE_FELDERA_PORT)
+        sb.start_feldera(
+            "--api-key",
+            self.api_key,
+            "--delay",
+            "0.3",
+            "--edition",
+            "enterprise",
+            port=EXAMPLE_FELDERA_PORT,
+        )
         print(f"Kubernetes API: {sb.kube_url}   Feldera API: {sb.feldera_url}")
         print(f"Logs and kubeconfig: {sb.workdir}")
 
@@ -197,7 +209,72 @@ class Demo:
 
         wait_for(pipeline_paused, timeout=60, interval=0.2, what="pipeline Paused")
         self.show()
+        self.change_the_program()
         print("\nDemo complete: every step converged.")
+
+    def change_the_program(self) -> None:
+        sb = self.sb
+        self.step("A pipeline declared whole (examples/order-totals.yaml): created and started")
+        sb.kubectl("wait", "--for=condition=Ready", "--timeout=60s", "fpl/order-totals")
+        print(sb.kubectl("get", "fpl", "order-totals").stdout.rstrip())
+        self.show_program()
+
+        self.step("Change its SQL: a new view, in the ConfigMap (a reviewed commit, applied)")
+        configmap, _ = yaml.safe_load_all((EXAMPLES_DIR / "order-totals.yaml").read_text())
+        new_view = (
+            "CREATE MATERIALIZED VIEW big_spenders AS\n"
+            "  SELECT customer FROM payments GROUP BY customer HAVING SUM(amount) > 10000;\n"
+        )
+        configmap["data"]["program.sql"] += new_view
+        print(new_view.rstrip())
+        sb.kubectl("apply", "-f", "-", input=json.dumps(configmap))
+
+        def awaiting_approval() -> dict[str, object] | None:
+            obj = sb.kubectl_json("get", "fpl", "order-totals")
+            ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+            return obj if ready["reason"] == "AwaitingApproval" else None
+
+        obj = wait_for(awaiting_approval, timeout=60, interval=0.2, what="the change previewed")
+        print("Previewed without stopping anything; the old program keeps running:")
+        print(sb.kubectl("get", "fpl", "order-totals").stdout.rstrip())
+        self.show_program()
+        pending = obj["status"]["program"]["pending"]
+
+        self.step("Approve exactly that program: spec.bootstrap.approve = its hash")
+        patch = json.dumps({"spec": {"bootstrap": {"approve": pending["hash"]}}})
+        print(f"$ kubectl patch fpl order-totals --type=merge -p '{patch}'")
+        sb.kubectl("patch", "fpl", "order-totals", "--type=merge", "-p", patch)
+
+        def updated() -> bool:
+            stored = sb.feldera(
+                "GET", "/v0/pipelines/order-totals?selector=all", api_key=self.api_key
+            )
+            return bool(
+                "big_spenders" in stored["program_code"]
+                and stored["deployment_status"] == "Running"
+                and is_ready(sb.kubectl_json("get", "fpl", "order-totals"))
+            )
+
+        wait_for(updated, timeout=90, interval=0.2, what="the new program running")
+        print("Stopped with a checkpoint, updated, compiled, started; its state bootstrapped:")
+        print(sb.kubectl("get", "fpl", "order-totals").stdout.rstrip())
+        events = sb.kubectl(
+            "get",
+            "events",
+            "--field-selector=involvedObject.name=order-totals",
+            "--sort-by=.metadata.creationTimestamp",
+            "-o",
+            "custom-columns=REASON:.reason,MESSAGE:.message",
+        ).stdout
+        print("$ kubectl get events --field-selector=involvedObject.name=order-totals")
+        print(events.rstrip())
+
+    def show_program(self) -> None:
+        print("$ kubectl get fpl order-totals -o jsonpath='{.status.program}'")
+        program = self.sb.kubectl(
+            "get", "fpl", "order-totals", "-o", "jsonpath={.status.program}"
+        ).stdout
+        print(json.dumps(json.loads(program), indent=2), flush=True)
 
     period: float = 2.0
 

@@ -140,16 +140,18 @@ def start_sandbox(
     examples: bool = True,
     chart_values: dict[str, Any] | None = None,
     operator: bool = True,
+    feldera_args: tuple[str, ...] = (),
 ) -> Sandbox:
     """The control plane, the Feldera emulator and the operator, which runs with the identity
     and RBAC the chart renders for `chart_values` (all namespaces by default). With `examples`,
     Feldera listens where the examples' FelderaInstance points, and that instance and its Secret
-    are applied as they are."""
+    are applied as they are. `feldera_args` go to the emulator (`--edition enterprise`...)."""
     sb = Sandbox(workdir)
     SANDBOXES.append(sb)
     try:
         sb.start_kubernetes()
-        sb.start_feldera("--api-key", API_KEY, port=EXAMPLE_FELDERA_PORT if examples else 0)
+        port = EXAMPLE_FELDERA_PORT if examples else 0
+        sb.start_feldera("--api-key", API_KEY, *feldera_args, port=port)
         sb.install_crds()
         sb.install_operator_identity(chart_values)
         if examples:

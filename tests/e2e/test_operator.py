@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from feldera_sandbox.sandbox import EXAMPLES_DIR
 
@@ -67,6 +68,13 @@ def test_examples_apply_as_they_are_and_declared_paused_connector_is_paused(
         assert e2e.pipeline("orders")["deployment_status"] == "Running"
         sb.kubectl("wait", "--for=condition=Ready", "--timeout=30s", "fi/local")
         assert sb.kubectl_json("get", "fi", "local")["status"]["version"] == "0.369.0"
+        # The pipeline declared whole: created from its ConfigMap's SQL, compiled, started.
+        sb.kubectl("wait", "--for=condition=Ready", "--timeout=60s", "fpl/order-totals")
+        (configmap, _) = yaml.safe_load_all((EXAMPLES_DIR / "order-totals.yaml").read_text())
+        totals = e2e.feldera("GET", "/v0/pipelines/order-totals?selector=all")
+        assert totals["program_code"] == configmap["data"]["program.sql"]
+        assert totals["runtime_config"]["workers"] == 2
+        assert totals["deployment_status"] == "Running"
     finally:
         sb.stop()
 

@@ -22,6 +22,7 @@ SERVED = {
     ("feldera.dev", "felderainstances/status"): {"patch"},
     ("", "secrets"): {"get"},
     ("", "events"): {"create"},
+    ("", "configmaps"): {"get", "list", "watch"},
 }
 CRDS = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
 NAMESPACES = {("", "namespaces"): {"list", "watch"}}

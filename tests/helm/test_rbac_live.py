@@ -27,6 +27,7 @@ from feldera_sandbox.sandbox import (
 from feldera_sandbox.sandbox import (
     Process,
     Sandbox,
+    condition,
     is_ready,
     namespace_manifest,
     wait_for,
@@ -78,10 +79,14 @@ def secret(name: str, namespace: str, key: str) -> dict[str, Any]:
     }
 
 
-def scenario(sb: Sandbox, namespace: str, tag: str) -> tuple[str, str]:
-    """A FelderaInstance with its Secret, a pipeline on it with deletionPolicy Stop, and a
-    pipeline on the default instance. Returns the two pipeline names."""
-    by_instance, by_default = f"{tag}-inst", f"{tag}-dflt"
+PROGRAM_SQL = "CREATE TABLE t (x INT);\nCREATE VIEW v AS SELECT * FROM t;\n"
+
+
+def scenario(sb: Sandbox, namespace: str, tag: str) -> tuple[str, str, str]:
+    """A FelderaInstance with its Secret, a pipeline on it with deletionPolicy Stop, a pipeline
+    on the default instance, and one that declares its program (spec.program.sqlFrom) from a
+    ConfigMap still without the label feldera.dev/program. Returns the three pipeline names."""
+    by_instance, by_default, by_program = f"{tag}-inst", f"{tag}-dflt", f"{tag}-prog"
     for name in (by_instance, by_default):
         sb.feldera("PUT", f"/v0/pipelines/{name}", {"name": name, "program_code": SQL}, API_KEY)
     sb.apply(
@@ -106,9 +111,25 @@ def scenario(sb: Sandbox, namespace: str, tag: str) -> tuple[str, str]:
                 "metadata": {"name": by_default, "namespace": namespace},
                 "spec": {},
             },
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": f"{tag}-sql", "namespace": namespace},
+                "data": {"program.sql": PROGRAM_SQL},
+            },
+            {
+                "apiVersion": "feldera.dev/v1alpha1",
+                "kind": "FelderaPipeline",
+                "metadata": {"name": by_program, "namespace": namespace},
+                "spec": {
+                    "program": {
+                        "sqlFrom": {"configMapKeyRef": {"name": f"{tag}-sql", "key": "program.sql"}}
+                    }
+                },
+            },
         ]
     )
-    return by_instance, by_default
+    return by_instance, by_default, by_program
 
 
 def install(sb: Sandbox, shape: dict[str, Any]) -> tuple[list[dict[str, Any]], str, str]:
@@ -152,17 +173,30 @@ def test_the_charts_grants_are_enough_and_all_used(sandbox: Sandbox, shape: dict
     operator = start(sb, f"operator-{tag}")
     try:
         assert "RBAC: every permission this operator uses is granted" in operator.log_text()
-        by_instance, by_default = scenario(sb, namespace, tag)
+        by_instance, by_default, by_program = scenario(sb, namespace, tag)
+        # The ConfigMap lacks the label: read by name to say so; labelled, it is watched.
+        wait_for(
+            lambda: (
+                (
+                    condition(sb.get("felderapipelines", by_program, namespace) or {}, "Ready")
+                    or {}
+                ).get("reason")
+                == "ConfigMapNotLabelled"
+            ),
+            timeout=30,
+            what="ConfigMapNotLabelled",
+        )
+        sb.kubectl("label", "configmap", f"{tag}-sql", "-n", namespace, "feldera.dev/program=true")
         wait_for(
             lambda: (
                 all(
                     is_ready(sb.get("felderapipelines", p, namespace) or {})
-                    for p in (by_instance, by_default)
+                    for p in (by_instance, by_default, by_program)
                 )
                 and is_ready(sb.get("felderainstances", "local", namespace) or {})
             ),
             timeout=30,
-            what="both pipelines and the instance Ready",
+            what="the three pipelines and the instance Ready",
         )
         obj = sb.get("felderapipelines", by_instance, namespace) or {}
         assert "feldera.dev/stop-pipeline" in obj["metadata"].get("finalizers", [])
@@ -225,7 +259,8 @@ RULES = [
     ("all namespaces", "feldera-operator", 2),  # both statuses: patch
     ("all namespaces", "feldera-operator", 3),  # Secrets get
     ("all namespaces", "feldera-operator", 4),  # Events create
-    ("all namespaces", "feldera-operator", 5),  # CRDs list, watch
+    ("all namespaces", "feldera-operator", 5),  # ConfigMaps get, list, watch
+    ("all namespaces", "feldera-operator", 6),  # CRDs list, watch
     ("listed namespaces", "feldera-operator-discovery", 1),  # namespaces list, watch
     ("listed namespaces", "feldera-operator-release", 0),  # the default instance's Secret
     ("several replicas", "feldera-operator-release", 0),  # Lease create

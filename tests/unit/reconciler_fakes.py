@@ -2,8 +2,8 @@
 
 - `FakeKube`: the operator's own Kubernetes calls (status and finalizer patches, Secret reads,
   Events), over objects held in memory, with failures and hangs to inject.
-- `FakeFeldera`: a Feldera API in memory (pipelines, their connectors, every call recorded), and
-  `FakeFelderaClient`, what the reconciler's client factory hands out for it.
+- `FakeFeldera`: a Feldera API in memory (pipelines, their connectors, their programs, every call
+  recorded), and `FakeFelderaClient`, what the reconciler's client factory hands out for it.
 
 They model only what the reconciler relies on; Feldera's own behaviour is the emulator's business.
 """
@@ -107,6 +107,7 @@ class FakeKube:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.configmaps: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[Event] = []
         self.calls: list[tuple[str, ...]] = []
         # Errors to raise, by call name ("patch_status", "patch_object", "read_secret",
@@ -134,6 +135,23 @@ class FakeKube:
             "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
         }
+
+    def add_configmap(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, str],
+        labels: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A ConfigMap as the API serves it (and as its watch event carries it)."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
+            "data": dict(data),
+        }
+        self.configmaps[(namespace, name)] = body
+        return copy.deepcopy(body)
 
     def fail(
         self, call: str, status: int | None, message: str = "injected", count: int = 1
@@ -201,6 +219,12 @@ class FakeKube:
         obj = self.objects.get((plural, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
+    async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get_configmap", namespace, name))
+        await self._enter("get_configmap")
+        body = self.configmaps.get((namespace, name))
+        return copy.deepcopy(body) if body is not None else None
+
     async def read_secret(self, namespace: str, name: str) -> SecretData:
         self.calls.append(("read_secret", namespace, name))
         await self._enter("read_secret")
@@ -266,16 +290,36 @@ class FakePipeline:
     # "table.connector" -> paused
     inputs: dict[str, bool] = field(default_factory=dict)
     outputs: dict[str, bool] = field(default_factory=dict)
+    # The program, as Feldera stores it (configs stored as given: no defaults filled in).
+    version: int = 1
+    program_code: str = ""
+    udf_rust: str = ""
+    udf_toml: str = ""
+    program_config: dict[str, Any] = field(default_factory=dict)
+    runtime_config: dict[str, Any] = field(default_factory=dict)
+    storage_status: str = "Cleared"
 
-    def render(self) -> dict[str, Any]:
-        return {
+    def render(self, selector: str = "status") -> dict[str, Any]:
+        out: dict[str, Any] = {
             "name": self.name,
+            "version": self.version,
             "deployment_status": self.status,
             "deployment_desired_status": self.desired,
             "program_status": self.program_status,
             "program_version": self.program_version,
             "deployment_error": self.deployment_error,
+            "storage_status": self.storage_status,
         }
+        if selector == "all":
+            out.update(
+                program_code=self.program_code,
+                udf_rust=self.udf_rust,
+                udf_toml=self.udf_toml,
+                program_config=copy.deepcopy(self.program_config),
+                runtime_config=copy.deepcopy(self.runtime_config),
+                program_error=None,
+            )
+        return out
 
 
 class FakeFeldera:
@@ -297,6 +341,12 @@ class FakeFeldera:
         self.on_call: Callable[[tuple[str, ...]], None] | None = None
         self.clients: list[FakeFelderaClient] = []
         self.version = "0.369.0"
+        self.edition = "Open source"
+        # What POST .../diff answers (Feldera's PipelineDiff): one view added, by default.
+        self.diff_answer: dict[str, Any] = {
+            "program_diff": {"added_views": ["v2"]},
+            "program_diff_error": None,
+        }
 
     # -- set-up
     def add(self, name: str, **kw: Any) -> FakePipeline:
@@ -319,7 +369,7 @@ class FakeFeldera:
         return [t for c, t in zip(self.calls, self.times, strict=True) if c[0] == op]
 
     def actions(self) -> list[tuple[str, ...]]:
-        reads = ("config", "list", "get", "stats")
+        reads = ("config", "list", "get", "get_all", "stats", "diff")
         return [c for c in self.calls if c[0] not in reads]
 
     def client(self, settings: ClientSettings) -> FakeFelderaClient:
@@ -378,15 +428,15 @@ class FakeFelderaClient:
 
     async def config(self) -> FelderaConfig:
         await self.server.call(self, "config")
-        return {"version": self.server.version, "edition": "Open source"}
+        return {"version": self.server.version, "edition": self.server.edition}
 
     async def list_pipelines(self, selector: Selector = "status") -> list[Pipeline]:
         await self.server.call(self, "list")
         return [p.render() for p in self.server.pipelines.values()]  # type: ignore[misc]
 
     async def get_pipeline(self, name: str, selector: Selector = "status") -> Pipeline:
-        await self.server.call(self, "get", name)
-        return self.server.pipeline("GET", name).render()  # type: ignore[return-value]
+        await self.server.call(self, "get_all" if selector == "all" else "get", name)
+        return self.server.pipeline("GET", name).render(selector)  # type: ignore[return-value]
 
     async def stats(self, name: str) -> PipelineStats:
         await self.server.call(self, "stats", name)
@@ -403,9 +453,11 @@ class FakeFelderaClient:
             "outputs": [{"endpoint_name": k, "paused": v} for k, v in p.outputs.items()],
         }
 
-    async def start(self, name: str, initial: str) -> None:
-        await self.server.call(self, "start", name, initial)
+    async def start(self, name: str, initial: str, bootstrap_policy: str | None = None) -> None:
+        policy = () if bootstrap_policy is None else (f"bootstrap_policy={bootstrap_policy}",)
+        await self.server.call(self, "start", name, initial, *policy)
         p = self.server.pipeline("POST", name)
+        p.storage_status = "InUse"  # at the first start, in every edition
         self.server.move(p, "Running" if initial == "running" else "Paused")
 
     async def pause(self, name: str) -> None:
@@ -417,8 +469,52 @@ class FakeFelderaClient:
         self.server.move(self.server.pipeline("POST", name), "Running")
 
     async def stop(self, name: str, force: bool = True) -> None:
-        await self.server.call(self, "stop", name)
+        await self.server.call(self, "stop", name, *(() if force else ("force=false",)))
         self.server.move(self.server.pipeline("POST", name), "Stopped")
+
+    # -- the program (compiled at once: program_status Success)
+    async def put_pipeline(self, name: str, body: Mapping[str, Any]) -> Pipeline:
+        await self.server.call(self, "put", name)
+        p = self.server.pipelines.get(name) or self.server.add(name)
+        self._store(p, body)
+        return p.render("all")  # type: ignore[return-value]
+
+    async def patch_pipeline(self, name: str, body: Mapping[str, Any]) -> Pipeline:
+        await self.server.call(self, "patch", name, *sorted(body))
+        p = self.server.pipeline("PATCH", name)
+        self._store(p, body)
+        return p.render("all")  # type: ignore[return-value]
+
+    @staticmethod
+    def _store(p: FakePipeline, body: Mapping[str, Any]) -> None:
+        program = False
+        for key in ("program_code", "udf_rust", "udf_toml", "program_config", "runtime_config"):
+            if key in body and body[key] != getattr(p, key):
+                setattr(p, key, copy.deepcopy(body[key]))
+                program = program or key != "runtime_config"
+                p.version += 1
+        if program:
+            p.program_version += 1
+            p.program_status = "Success"
+
+    async def delete_pipeline(self, name: str) -> None:
+        await self.server.call(self, "delete", name)
+        self.server.pipeline("DELETE", name)
+        del self.server.pipelines[name]
+
+    async def diff(
+        self, name: str, program_code: str, runtime_version: str | None = None
+    ) -> dict[str, Any]:
+        await self.server.call(self, "diff", name)
+        self.server.pipeline("POST", name)
+        return copy.deepcopy(self.server.diff_answer)
+
+    async def clear(self, name: str) -> None:
+        await self.server.call(self, "clear", name)
+        self.server.pipeline("POST", name).storage_status = "Cleared"
+
+    async def approve(self, name: str) -> None:
+        await self.server.call(self, "approve", name)
 
     async def dismiss_error(self, name: str) -> None:
         await self.server.call(self, "dismiss_error", name)

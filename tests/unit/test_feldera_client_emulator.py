@@ -201,6 +201,60 @@ async def test_graceful_stop_is_an_enterprise_feature(client: FelderaClient) -> 
     assert not info.value.retryable
 
 
+async def test_a_program_is_previewed_updated_cleared_and_deleted(client: FelderaClient) -> None:
+    await _compiled(client)
+    diff = await client.diff(PIPELINE, SQL + "CREATE VIEW v2 AS SELECT * FROM orders;")
+    assert diff["program_diff"]["added_views"] == ["v2"]
+    with pytest.raises(FelderaBadRequest) as info:
+        await client.diff(PIPELINE, "CREATE TABLE t (x INT);\nCREATE VIEW v AS SELECT x FROM nope;")
+    assert info.value.error_code == "InvalidNewProgramSql"
+    assert isinstance(info.value.details, dict) and "error" in info.value.details
+    patched = await client.patch_pipeline(PIPELINE, {"runtime_config": {"workers": 2}})
+    assert patched["runtime_config"]["workers"] == 2
+    await client.start(PIPELINE, "running")
+    await _status_is(client, "Running")
+    await client.stop(PIPELINE)
+    await _status_is(client, "Stopped")
+    assert (await client.get_pipeline(PIPELINE))["storage_status"] == "InUse"
+    await client.clear(PIPELINE)
+
+    async def cleared() -> bool:
+        return (await client.get_pipeline(PIPELINE)).get("storage_status") == "Cleared"
+
+    await _eventually(cleared, "storage cleared")
+    await client.delete_pipeline(PIPELINE)
+    with pytest.raises(FelderaNotFound):
+        await client.get_pipeline(PIPELINE)
+
+
+async def test_a_bootstrap_awaits_approval_and_is_approved_enterprise() -> None:
+    emu = FelderaEmulator(api_keys={WRITE_KEY: "write"}, edition="enterprise")
+    url = await emu.start()
+    try:
+        async with FelderaClient(url, api_key=WRITE_KEY, timeout=2.0) as client:
+
+            async def compiled() -> bool:
+                return (await client.get_pipeline(PIPELINE)).get("program_status") == "Success"
+
+            # A materialized table: a new view over it can be bootstrapped from a checkpoint.
+            old = "CREATE TABLE t (x INT) WITH ('materialized' = 'true');\n"
+            await client.put_pipeline(PIPELINE, {"name": PIPELINE, "program_code": old})
+            await _eventually(compiled, "compilation")
+            await client.start(PIPELINE, "running")
+            await _status_is(client, "Running")
+            await client.stop(PIPELINE, force=False)  # suspends with a checkpoint
+            await _status_is(client, "Stopped")
+            new = old + "CREATE VIEW v2 AS SELECT * FROM t;"
+            await client.patch_pipeline(PIPELINE, {"program_code": new})
+            await _eventually(compiled, "compilation")
+            await client.start(PIPELINE, "running", bootstrap_policy="await_approval")
+            await _status_is(client, "AwaitingApproval")
+            await client.approve(PIPELINE)
+            await _status_is(client, "Running")
+    finally:
+        await emu.stop()
+
+
 async def test_other_initial_while_deployed_is_a_bad_request(client: FelderaClient) -> None:
     await _compiled(client)
     await client.start(PIPELINE, "running")

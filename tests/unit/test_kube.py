@@ -32,6 +32,10 @@ class Server:
         if request.method == "PATCH":
             body = json.loads(await request.read())
             return web.json_response({"metadata": {"resourceVersion": "7"}, **body})
+        if request.path == "/api/v1/namespaces/team-a/configmaps/orders-sql":
+            meta = {"name": "orders-sql", "namespace": "team-a", "labels": {"a": "b"}}
+            body = {"kind": "ConfigMap", "apiVersion": "v1", "metadata": meta}
+            return web.json_response({**body, "data": {"program.sql": "CREATE TABLE t (x INT);"}})
         return web.json_response({"kind": "Status", "code": 404, "message": "nope"}, status=404)
 
 
@@ -94,4 +98,17 @@ async def test_events_the_api_server_is_slow_to_take_never_hold_up_a_status_writ
     assert result["status"] == {"state": "Running"}
     server.hang_events.set()
     await asyncio.gather(*posts)
+    kube.close()
+
+
+async def test_a_configmap_is_read_with_its_labels_and_data_and_a_missing_one_is_none(
+    server: Server,
+) -> None:
+    kube = kube_api(server.url, timeout=2.0)
+    configmap = await kube.get_configmap("team-a", "orders-sql")
+    assert configmap is not None
+    assert configmap["metadata"]["labels"] == {"a": "b"}
+    assert configmap["metadata"]["namespace"] == "team-a"
+    assert configmap["data"] == {"program.sql": "CREATE TABLE t (x INT);"}
+    assert await kube.get_configmap("team-a", "other") is None
     kube.close()

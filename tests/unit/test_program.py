@@ -327,6 +327,19 @@ def test_configmap_problems_have_their_own_reasons(
     assert reason in d.STALLED_REASONS
 
 
+def test_an_unlabelled_configmap_is_told_with_the_command_that_labels_it() -> None:
+    configmap = {
+        "metadata": {"name": "orders-sql", "namespace": "team-a", "labels": {}},
+        "data": {"p.sql": SQL_A},
+    }
+    problem = p.resolve_sql(_sql_from_program(), configmap)
+    assert isinstance(problem, p.SourceProblem)
+    assert (
+        "kubectl label configmap orders-sql -n team-a feldera.dev/program=true --overwrite"
+        in problem.message
+    )
+
+
 def test_a_configmap_problem_decides_nothing_and_keeps_the_last_program_status() -> None:
     spec = make_spec(sql_from={"configMapKeyRef": {"name": "orders-sql", "key": "p.sql"}})
     previous = {"hash": "sha256:" + "1" * 64, "appliedHash": "sha256:" + "1" * 64}

@@ -84,6 +84,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+# The SQL of spec.program.sqlFrom: kopf watches (list, then watch) only the ConfigMaps labelled
+# feldera.dev/program=true, the API server filtering them (a label selector); one the watch does
+# not hold is read by name, to tell a missing ConfigMap from an unlabelled one (kube.py
+# get_configmap).
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch]
 {{- end }}
 
 {{- define "feldera-operator.subjects" -}}
