@@ -360,8 +360,7 @@ class ControlPlane:
             ) from e
         if outcome == "exited":
             raise ControlPlaneError(
-                f"{proc.name} exited ({what}); last lines of {proc.log_path}:\n"
-                f"{proc.log_tail(30)}"
+                f"{proc.name} exited ({what}); last lines of {proc.log_path}:\n{proc.log_tail(30)}"
             )
 
     @staticmethod
