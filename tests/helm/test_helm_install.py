@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +284,23 @@ def helm_uninstall_keeps_crds_resources_and_secrets_and_removes_the_release(
     assert exists(sb, "secret", "feldera-api-key", NAMESPACE)
 
 
+def crd_states(listing: str) -> list[dict[str, Any]]:
+    """Each feldera.dev CRD left: its finalizers and conditions."""
+    return [
+        {
+            "name": crd["metadata"]["name"],
+            "finalizers": crd["metadata"].get("finalizers"),
+            "deletionTimestamp": crd["metadata"].get("deletionTimestamp"),
+            "conditions": [
+                (c["type"], c["status"], c.get("reason"), c.get("message"))
+                for c in crd.get("status", {}).get("conditions", [])
+            ],
+        }
+        for crd in json.loads(listing or '{"items": []}')["items"]
+        if crd["metadata"]["name"] in CRD_NAMES
+    ]
+
+
 def without_keep_uninstalling_deletes_the_crds_and_every_resource(
     sb: Sandbox, tmp_path: Path
 ) -> None:
@@ -293,11 +311,18 @@ def without_keep_uninstalling_deletes_the_crds_and_every_resource(
     assert "helm.sh/resource-policy" not in (crd["metadata"].get("annotations") or {})
     run_helm(sb, "uninstall", RELEASE, "-n", NAMESPACE)
     # kube-apiserver deletes every custom resource of a deleted CRD, then the CRD.
-    wait_for(
-        lambda: not any(exists(sb, "crd", n) for n in CRD_NAMES),
-        timeout=60,
-        what="the CRDs deleted",
-    )
+    started = time.monotonic()
+    try:
+        wait_for(
+            lambda: not any(exists(sb, "crd", n) for n in CRD_NAMES),
+            timeout=120,
+            what="the CRDs deleted",
+        )
+    except TimeoutError as e:
+        # Say what holds them: the CRDs' finalizers and conditions (Terminating names the step).
+        left = sb.kubectl("get", "crd", "-o", "json", check=False).stdout
+        raise AssertionError(f"{e}; the CRDs left: {crd_states(left)}") from e
+    print(f"CRDs deleted {time.monotonic() - started:.1f} s after helm uninstall")
     kinds = sb.kubectl("api-resources", "--api-group=feldera.dev", "-o", "name").stdout
     assert kinds.strip() == ""
     assert exists(sb, "secret", "feldera-api-key", NAMESPACE)  # never the chart's to delete
