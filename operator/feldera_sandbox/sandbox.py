@@ -74,6 +74,7 @@ class Sandbox:
         self.plane: ControlPlane | None = None
         self.kube_url = ""
         self.feldera_url = ""
+        self.feldera_urls: list[str] = []  # every emulator's, when several were started
         self.own_processes: list[Process] = []
         self.operators: list[Process] = []
         # The operator's own identity: the chart's ServiceAccount and its token.
@@ -123,7 +124,23 @@ class Sandbox:
     def start_feldera(self, *extra: str, port: int = 0) -> str:
         proc = self._start("feldera", ["emulator", "feldera", "--port", str(port), *extra])
         self.feldera_url = proc.wait_for_log(_URL_LINE.pattern).group(1)
+        self.feldera_urls = [self.feldera_url]
         return self.feldera_url
+
+    def start_felderas(self, count: int, *extra: str) -> list[str]:
+        """`count` independent Feldera emulators served by one process; their URLs (the first is
+        also `feldera_url`)."""
+        proc = self._start("feldera", ["emulator", "feldera", "--instances", str(count), *extra])
+
+        def listening() -> bool:
+            if not proc.running:
+                raise RuntimeError(f"the Feldera emulators exited:\n{proc.log_tail(30)}")
+            return len(_URL_LINE.findall(proc.log_text())) >= count
+
+        wait_for(listening, timeout=60, what=f"{count} Feldera emulators listening")
+        self.feldera_urls = _URL_LINE.findall(proc.log_text())[:count]
+        self.feldera_url = self.feldera_urls[0]
+        return self.feldera_urls
 
     def install_operator_identity(
         self,
