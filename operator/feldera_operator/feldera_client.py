@@ -37,6 +37,7 @@ import aiohttp
 from yarl import URL
 
 from feldera_operator import __version__
+from feldera_operator.budget import RequestBudget, is_background
 
 __all__ = [
     "EndpointHealth",
@@ -389,6 +390,7 @@ class FelderaClient:
         on_response: OnResponse | None = None,
         max_in_flight: int = 32,
         max_body: int = MAX_BODY,
+        budget: RequestBudget | None = None,
     ) -> None:
         url = URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
@@ -421,6 +423,8 @@ class FelderaClient:
         # byte a second); the wait for a free slot below is not part of it.
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        # The instance's request rate, shared by every client it has over time.
+        self._budget = budget
         self._max_body = max_body
         self._session = session
         self._owns_session = session is None
@@ -606,6 +610,8 @@ class FelderaClient:
         # its headers, the key among them.
         too_large = False
         raw = b""
+        if self._budget is not None:
+            await self._budget.acquire(background=is_background(method))
         try:
             async with self._in_flight:
                 started = time.monotonic()

@@ -55,7 +55,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # do not use them. Posting kopf's own events only for warnings keeps Events meaningful.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    settings.batching.batch_window = 0.05
+    if config.selector:
+        # Server-side: objects of other shards never reach this process (nor its memory).
+        for plural in (FelderaPipeline.PLURAL, FelderaInstance.PLURAL):
+            settings.watching.label_selectors[GROUP, plural] = config.selector
     settings.persistence.diffbase_storage = _NoDiffBase()
     api_client = load_api_client()
     await permissions.check(api_client, config)  # names every missing grant, once
@@ -77,9 +80,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     else:
         reconciler.leading.set()
     log.info(
-        "feldera-operator started: period %.1fs, default instance %s",
+        "feldera-operator started: period %.1fs, %g requests/s per Feldera instance, default "
+        "instance %s%s",
         config.period,
+        config.feldera_rps,
         config.default_url or "(none)",
+        f", serving {config.selector}" if config.selector else "",
     )
 
 

@@ -22,6 +22,7 @@ import pydantic
 
 from feldera_operator import decision as d
 from feldera_operator import metrics
+from feldera_operator.budget import interactive
 from feldera_operator.config import OperatorConfig
 from feldera_operator.deletion import Finalizer
 from feldera_operator.events import EventRecorder
@@ -347,7 +348,7 @@ class Reconciler:
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` aside; a failure is logged (a bug must not go unseen, nor spread)."""
-        task = asyncio.create_task(coro)
+        task = asyncio.create_task(interactive(coro))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 

@@ -60,6 +60,8 @@ class PipelineRecord:
     failure_reported: str | None = None
     # The cause of the last failed status write, as logged (once per cause; cleared on success).
     write_problem: str | None = None
+    # Since when a status saying only "an action is in flight" waits to be written (monotonic).
+    transient_since: float | None = None
 
     @property
     def label(self) -> str:
@@ -94,6 +96,8 @@ class InstanceState:
     up: bool | None = None  # whether the last pass's round trip succeeded (None: no pass yet)
     problem: str | None = None  # the reason of the instance's problem, while it holds
     write_problem: str | None = None  # the cause of the last failed status write, as logged
+    observed: int = 0  # the pipelines the last pass read `/stats` of
+    behind: bool = False  # whether passes take longer than the period (said once)
 
     @property
     def label(self) -> str:
