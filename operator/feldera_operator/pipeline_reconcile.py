@@ -19,17 +19,20 @@ from typing import TYPE_CHECKING, Any
 from feldera_operator import decision as d
 from feldera_operator import metrics
 from feldera_operator.events import (
-    action_done,
     action_failed,
     action_object,
     action_reason,
-    drift_corrected,
+    actions_done,
 )
 from feldera_operator.feldera_client import FelderaClientClosed, FelderaError, FelderaNotDeployed
 from feldera_operator.instance_connection import FelderaApi, Unobservable
 from feldera_operator.kube import KubeError
 from feldera_operator.models import FelderaPipeline
-from feldera_operator.observation import observed_pipeline, problem_from_error
+from feldera_operator.observation import (
+    after_connector_actions,
+    observed_pipeline,
+    problem_from_error,
+)
 from feldera_operator.records import FOLLOWUP_FIRST, ObjKey, PipelineRecord, instance_label
 from feldera_operator.status_writer import Written
 
@@ -192,15 +195,23 @@ class PipelineReconciler:
         if drift and decision.actions and client is not None and not await self.exists(record):
             return  # deleted while its watch was down: forgotten, never acted on
         if decision.actions and client is not None:
-            failure = await self.issue(record, client, decision.actions, drift)
-            if failure is None and applied_at_once(decision.actions):
-                # Feldera sets connector flags before answering: look once more now, so a
-                # flip costs one status write (Ready) instead of a pending one and a follow-up.
+            applied: list[d.Action] = []
+            failure = await self.issue(record, client, decision.actions, drift, applied=applied)
+            if (
+                failure is None
+                and applied_at_once(decision.actions)
+                and len(applied) == len(decision.actions)
+                and isinstance(observation, d.ObservedPipeline)
+            ):
+                # Feldera sets connector flags before answering: its answers confirm them, so
+                # a flip costs one status write (Ready) and no second read.
                 confirmed = d.decide(
                     record.spec,
                     generation=record.generation,
                     pipeline_name=record.pipeline_name,
-                    observed=await self.observe(record, client),
+                    observed=after_connector_actions(
+                        observation, [a for a in applied if isinstance(a, d.ConnectorAction)]
+                    ),
                     previous_status=record.status,
                     now=self._hub.clock(),
                 )
@@ -348,13 +359,17 @@ class PipelineReconciler:
         client: FelderaApi,
         actions: Iterable[d.Action],
         drift: bool,
+        *,
+        applied: list[d.Action] | None = None,
     ) -> d.Problem | None:
         """Issue the actions in order, each whatever became of the others (one connector's
-        failure must not keep the rest as they were); the first failure, as a Problem."""
+        failure must not keep the rest as they were); the first failure, as a Problem. Those
+        Feldera took go to `applied`; one Event says them all."""
         hub = self._hub
         name = record.pipeline_name
         first_failure: d.Problem | None = None
         failures: list[str] = []
+        done: list[d.Action] = []
         for action in actions:
             try:
                 await call_action(client, name, action)
@@ -386,7 +401,6 @@ class PipelineReconciler:
                     )
                 first_failure = first_failure or problem
                 continue
-            reason = "DriftCorrected" if drift else action_reason(action)
             if isinstance(action, d.PipelineAction) and action.verb == "stop":
                 record.stop_issued = True
             instance = instance_label(record.instance)
@@ -396,10 +410,15 @@ class PipelineReconciler:
                 metrics.DRIFT_CORRECTIONS.labels(
                     namespace=record.key[0], instance=instance, target=target
                 ).inc()
-            message = drift_corrected(action) if drift else action_done(action)
+            done.append(action)
+        if done:
+            # One Event (and one log line) for the reconcile: a Kubernetes write per action
+            # was most of a cold start's writes. Posted aside: the status need not wait for it.
+            reason, message = actions_done(done, drift=drift)
             log.info("%s: %s", record.label, message)
-            # Posted aside: the next action (or the status) need not wait on the Kubernetes API.
             hub.events.post_aside(record.ref, reason=reason, message=message)
+        if applied is not None:
+            applied.extend(done)
         record.failure_reported = "\n".join(failures) or None
         return first_failure
 
