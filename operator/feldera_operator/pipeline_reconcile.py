@@ -178,6 +178,8 @@ class PipelineReconciler:
             return
         started = time.monotonic()
         held = self.start_hold(record, observation)
+        if self._settled(record, observation, held):
+            return
         decision = d.decide(
             record.spec,
             generation=record.generation,
@@ -237,12 +239,39 @@ class PipelineReconciler:
         else:
             record.followup_delay = FOLLOWUP_FIRST
             record.retry_after = 0.0
-        metrics.RECONCILES.labels(
-            kind=FelderaPipeline.KIND, result=result_label(decision, failure)
-        ).inc()
+        result = result_label(decision, failure)
+        record.settled = None
+        if not decision.actions and not decision.in_progress and failure is None:
+            if written in (Written.UNCHANGED, Written.WRITTEN):
+                record.settled = (record.generation, observation, result, record.status)
+        metrics.RECONCILES.labels(kind=FelderaPipeline.KIND, result=result).inc()
         metrics.RECONCILE_SECONDS.labels(kind=FelderaPipeline.KIND).observe(
             time.monotonic() - started
         )
+
+    def _settled(
+        self, record: PipelineRecord, observation: d.Observation, held: float | None
+    ) -> bool:
+        """The same spec and the same observation as the last reconcile, which acted on nothing,
+        had nothing in flight and left the status as it is: deciding again would decide the
+        same (the decision is pure). Most of a steady pass's CPU went to deciding that again
+        and comparing statuses (docs/performance.md). Not for a declared program: its flow has
+        steps of its own."""
+        settled = record.settled
+        if (
+            settled is None
+            or held is not None
+            or record.spec is None
+            or d.manages_program(record.spec)
+        ):
+            return False
+        generation, last, result, status = settled
+        if generation != record.generation or status is not record.status or last != observation:
+            return False
+        record.last_reconciled = time.monotonic()
+        record.reconciled_generation = record.generation
+        metrics.RECONCILES.labels(kind=FelderaPipeline.KIND, result=result).inc()
+        return True
 
     def start_hold(self, record: PipelineRecord, observation: d.Observation) -> float | None:
         """Seconds a start is still held back because someone else stopped the pipeline, or None.

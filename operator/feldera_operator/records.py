@@ -62,6 +62,10 @@ class PipelineRecord:
     write_problem: str | None = None
     # Since when a status saying only "an action is in flight" waits to be written (monotonic).
     transient_since: float | None = None
+    # What the last reconcile decided from, when it settled (no action, nothing in flight, the
+    # status as written): (generation, observation, result, status object). The same again needs
+    # no decision.
+    settled: tuple[int, Any, str, dict[str, Any]] | None = None
 
     @property
     def label(self) -> str:
