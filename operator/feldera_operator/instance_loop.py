@@ -94,13 +94,12 @@ class InstanceObserver:
         if not state.behind and took > period * BEHIND:
             state.behind = True
             log.warning(
-                "%s: an observation pass takes %.1f s, longer than the period (%g s): %d "
-                "pipelines need %d reads per pass, and the budget is %g requests/s "
-                "(--feldera-rps); drift is caught more slowly until it keeps up",
+                "%s: an observation pass took %.1f s, longer than the period (%g s): its %d "
+                "reads, with the actions and spec changes of the time, share %g requests/s "
+                "(--feldera-rps); drift is caught more slowly until passes keep up",
                 state.label,
                 took,
                 period,
-                state.observed,
                 state.observed + 1,
                 self._hub.config.feldera_rps,
             )
