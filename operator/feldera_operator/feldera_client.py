@@ -34,6 +34,7 @@ from typing import Any, Final, Literal, NotRequired, Self, TypedDict, cast
 from urllib.parse import quote, urlencode
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from feldera_operator import __version__
@@ -682,7 +683,11 @@ class FelderaClient:
         if not raw.strip():
             return None
         try:
-            return json.loads(raw)
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        try:
+            return json.loads(raw)  # what orjson refuses and json reads (integers over 64 bits)
         except ValueError:
             pass
         # Typically a proxy or login page answering 200 in the API's place. Raised outside the

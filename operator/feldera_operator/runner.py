@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import socket
@@ -213,6 +214,7 @@ def _leader_election(args: argparse.Namespace) -> LeaderElectionConfig | None:
 
 def main(args: argparse.Namespace) -> int:
     import kopf
+    import uvloop
 
     import feldera_operator.handlers  # noqa: F401  (registers the handlers)
 
@@ -226,11 +228,16 @@ def main(args: argparse.Namespace) -> int:
         # kopf logs "Handler 'pipeline_event' succeeded." for every watch event, the operator's
         # own status writes included: noise, and CPU at a burst of changes. Failures still show.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # uvloop: the loop kopf's own CLI picks when it is installed; kopf.run() leaves it to us.
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
     kopf.run(
+        loop=loop,
         standalone=True,
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
         liveness_endpoint=args.liveness or None,
         memo=kopf.Memo(config=config),
     )
+    loop.close()
     return 0
