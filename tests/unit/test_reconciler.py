@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -144,6 +145,49 @@ async def test_a_wake_during_a_pass_is_not_lost() -> None:
     hang.set()
     del feldera.hang["list"]
     await until(lambda: feldera.count("list") == 3, within=2, what="a pass for the second wake")
+    await r.close()
+
+
+async def test_a_pass_spreads_its_stats_reads_over_the_period() -> None:
+    kube, feldera = FakeKube(), FakeFeldera()
+    for i in range(4):
+        feldera.add(f"p{i}", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera, period=1.0, spread=0.9)
+    for i in range(4):
+        await add_pipeline(r, kube, pipeline_body(f"p{i}"), event=None)
+    await asyncio.sleep(0.01)  # the start-up wake of every instance
+    r.instance_state(("", "")).wake.clear()  # as the loop does before a pass
+    started = asyncio.get_running_loop().time()
+    await observe_pass(r)
+    took = asyncio.get_running_loop().time() - started
+    reads = feldera.times_of("stats")
+    assert len(reads) == 4
+    # One read every 0.18 s (0.9 s over 5 slots), not four at once.
+    assert min(b - a for a, b in itertools.pairwise(reads)) > 0.12
+    assert 0.6 < took < 1.0
+    await r.close()
+
+
+async def test_a_pass_longer_than_the_period_is_said_once_and_shown_in_a_metric(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="feldera_operator")
+    kube, feldera = FakeKube(), FakeFeldera()
+    feldera.add("orders", status="Running", desired="Running")
+    r = make_reconciler(kube, feldera, period=0.2, loops=True)
+    await add_pipeline(r, kube, pipeline_body("orders"), event=None)
+    await until(lambda: feldera.count("list") >= 1, what="a first pass")
+    feldera.hang["stats"] = asyncio.Event()  # a slow Feldera: each pass waits
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.5, feldera.hang["stats"].set)
+    await until(lambda: any("longer than the period" in m for m in caplog.messages), what="it")
+    del feldera.hang["stats"]
+    await until(lambda: any("keeps up" in m for m in caplog.messages), what="keeping up")
+    assert sum("longer than the period" in m for m in caplog.messages) == 1
+    value = REGISTRY.get_sample_value(
+        "feldera_operator_observation_pass_seconds", {"instance": "default"}
+    )
+    assert value is not None and value < 0.2
     await r.close()
 
 
