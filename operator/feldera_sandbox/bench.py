@@ -41,10 +41,12 @@ import math
 import os
 import random
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +119,7 @@ class BenchResult:
     cold_feldera_calls: int = 0
     cold_k8s_writes: int = 0
     cold_k8s_by_kind: dict[str, int] = field(default_factory=dict)
+    cold_events_dropped: int = 0  # not posted: too many in flight (the operator's metric)
     steady_periods: int = 0  # whole observation passes measured, per instance
     steady_pass_s: float = 0.0  # mean time between an instance's status lists
     steady_feldera_calls: dict[str, int] = field(default_factory=dict)  # over all instances
@@ -572,15 +575,36 @@ def _cpu(operators: Iterable[Process]) -> float:
 # ---------------------------------------------------------------------------- the run
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def _start_operators(
     sb: Sandbox, config: BenchConfig, args: list[str], suffix: str = ""
-) -> list[Process]:
+) -> list[tuple[Process, int]]:
+    """The operators (one per shard) and their metrics ports."""
     operators = []
     for shard in range(config.shards):
         selector = ["--selector", f"{SHARD_LABEL}={shard}"] if config.shards > 1 else []
         name = f"operator{suffix}" + (f"-shard{shard}" if config.shards > 1 else "")
-        operators.append(sb.start_operator(*args, *selector, name=name))
+        port = _free_port()
+        proc = sb.start_operator(*args, *selector, "--metrics-port", str(port), name=name)
+        operators.append((proc, port))
     return operators
+
+
+def _metric(ports: Iterable[int], name: str) -> float:
+    """A metric's value summed over every operator and every label set."""
+    total = 0.0
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(name) and not line.startswith("#"):
+                    total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> BenchResult:
@@ -622,7 +646,9 @@ def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> B
         felderas.reset()
         sb.reset_kube_counts()
         started = time.monotonic()
-        operators = _start_operators(sb, config, operator_args)
+        started_operators = _start_operators(sb, config, operator_args)
+        operators = [p for p, _ in started_operators]
+        ports = [port for _, port in started_operators]
         result.operator_start_s = time.monotonic() - started
         timeout = 120 + config.pipelines * 0.2 + 2 * pass_s
         _wait_all_ready(sb, config.pipelines, timeout, poll)
@@ -632,6 +658,7 @@ def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> B
         cold_kube = sb.kube_counts()
         result.cold_k8s_writes = _writes(cold_kube)
         result.cold_k8s_by_kind = {k: v for k, v in cold_kube.items() if _is_write(k)}
+        result.cold_events_dropped = int(_metric(ports, "feldera_operator_events_dropped_total"))
         say(f"cold convergence in {result.cold_converge_s:.1f}s")
 
         # 2. Steady state: whole passes of every instance, from the first list after a quiet
@@ -686,7 +713,7 @@ def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> B
         sb.reset_kube_counts()
         since = time.time()
         started = time.monotonic()
-        operators = _start_operators(sb, config, operator_args, suffix="-restarted")
+        operators = [p for p, _ in _start_operators(sb, config, operator_args, "-restarted")]
         marks = _wait_lists(felderas, since, 2, 3 * pass_s + 60)
         result.restart_first_pass_s = max(m[1][0] for m in marks) - since
         _wait_lists(felderas, since, 3, 4 * pass_s + 60)
@@ -891,7 +918,7 @@ def table(result: BenchResult, config: BenchConfig) -> str:
             "  Kubernetes writes",
             f"{result.cold_k8s_writes} ("
             + ", ".join(f"{k}={v}" for k, v in sorted(result.cold_k8s_by_kind.items()))
-            + ")",
+            + f"); Events dropped: {result.cold_events_dropped}",
         ),
         ("steady passes measured", f"{result.steady_periods} per instance"),
         ("  time per pass", f"{result.steady_pass_s:.1f} s"),
