@@ -96,8 +96,9 @@ def load_api_client() -> kubernetes.client.ApiClient:
         kubernetes.config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config(client_configuration=config)  # type: ignore[no-untyped-call]
-    # Status writes of many objects at once come from several threads.
-    config.connection_pool_maxsize = 16
+    # Status writes of many objects at once come from several threads (16, and reads and Events
+    # have threads of their own).
+    config.connection_pool_maxsize = 24
     # The client's leader election builds its own API objects from the default configuration.
     kubernetes.client.Configuration.set_default(config)
     return kubernetes.client.ApiClient(configuration=config)
@@ -111,7 +112,7 @@ class KubeApi:
         api_client: kubernetes.client.ApiClient,
         *,
         timeout: float = 15.0,
-        threads: int = 8,
+        threads: int = 16,
         event_threads: int = 2,
     ) -> None:
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
