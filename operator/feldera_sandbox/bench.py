@@ -138,6 +138,8 @@ class BenchResult:
     rss_peak_mb: list[float] = field(default_factory=list)  # VmHWM of each operator run
     rss_steady_mb: float = 0.0
     max_rps: int = 0  # the highest one-second rate any instance saw, whole run
+    max_rps_by_phase: dict[str, int] = field(default_factory=dict)
+    busiest_cold: str = ""  # the highest second of cold convergence and the seconds around it
     # The machine's 1-minute load average at the start and at the end: other work on the same
     # cores (the emulators are part of the run; anything else distorts it).
     load_average: tuple[float, float] = (0.0, 0.0)
@@ -447,17 +449,31 @@ class Felderas:
         """Per instance: (arrival, counts before it) of each status list since the reset."""
         return [[(w, c) for w, c in r["list_marks"]] for r in self.requests()]
 
-    def max_rps(self, since: float = 0.0) -> int:
-        """The highest one-second request count of any instance, from second `since` on."""
+    def max_rps(self, since: float = 0.0, until: float = math.inf) -> int:
+        """The highest one-second request count of any instance, from second `since` on (to
+        `until`)."""
         return max(
             (
                 v
                 for r in self.requests()
                 for sec, v in r["per_second"].items()
-                if int(sec) >= int(since)
+                if int(since) <= int(sec) <= until
             ),
             default=0,
         )
+
+    def busiest(self, since: float = 0.0) -> str:
+        """The instance and seconds around the highest one-second rate: '40 [31, 50, 50, 89, 12]'
+        (a burst after a quiet second is the emulators' process catching up, not a send)."""
+        best: tuple[int, int, dict[int, int]] = (-1, 0, {})
+        for r in self.requests():
+            bins = {int(k): v for k, v in r["per_second"].items() if int(k) >= int(since)}
+            for sec, v in bins.items():
+                if v > best[0]:
+                    best = (v, sec, bins)
+        count, sec, bins = best
+        around = [bins.get(s, 0) for s in range(sec - 3, sec + 3)]
+        return f"{count} {around}"
 
     def actions(self) -> list[dict[str, Any]]:
         return [a for r in self._each("GET", "/_emulator/actions") for a in r["actions"]]
@@ -645,6 +661,7 @@ def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> B
         # 1. Cold convergence.
         felderas.reset()
         sb.reset_kube_counts()
+        phase_start = time.time()
         started = time.monotonic()
         started_operators = _start_operators(sb, config, operator_args)
         operators = [p for p, _ in started_operators]
@@ -660,6 +677,8 @@ def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> B
         result.cold_k8s_by_kind = {k: v for k, v in cold_kube.items() if _is_write(k)}
         result.cold_events_dropped = int(_metric(ports, "feldera_operator_events_dropped_total"))
         say(f"cold convergence in {result.cold_converge_s:.1f}s")
+        result.max_rps_by_phase["cold"] = felderas.max_rps(phase_start)
+        result.busiest_cold = felderas.busiest(phase_start)
 
         # 2. Steady state: whole passes of every instance, from the first list after a quiet
         # start (the follow-ups of cold convergence are over once every resource is Ready).
@@ -681,11 +700,13 @@ def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> B
         result.steady_periods = n
         window_start = min(m[0][0] for m in marks)
         result.steady_max_rps = felderas.max_rps(since=window_start + 1)
+        result.max_rps_by_phase["steady"] = result.steady_max_rps
         result.rss_steady_mb = max(_memory_mb(p.popen.pid, "VmRSS") for p in operators)
         say(f"steady state: {result.steady_feldera_calls_per_period:.1f} Feldera calls per pass")
 
         # 3. Reaction time to a batch of connector flips.
         flips = _choose_flips(rng, config)
+        phase_start = time.time()
         felderas.reset_actions()
         cpu_before, started = _cpu(operators), time.monotonic()
         sent = asyncio.run(_send_flips(sb, flips, config.flip_rate))
@@ -696,12 +717,15 @@ def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> B
         result.flip_cpu_s = _cpu(operators) - cpu_before
         result.flip_window_s = time.monotonic() - started
         say(f"{len(sent)} flips: p99 {result.flip_percentile_ms(99):.0f} ms")
+        result.max_rps_by_phase["flips"] = felderas.max_rps(phase_start)
+        phase_start = time.time()
 
         # 4. Drift behind the operator's back, on pipelines no flip touched.
         flipped = {f.pipeline for f in flips}
         felderas.reset_actions()
         result.drift_latencies_s = _drift(felderas, rng, config, flipped, 3 * pass_s + 60)
         say(f"drift: p99 {result.drift_percentile_s(99):.1f} s")
+        result.max_rps_by_phase["drift"] = felderas.max_rps(phase_start)
         _wait_all_ready(sb, config.pipelines, timeout, poll)
         result.rss_peak_mb.append(max(_memory_mb(p.popen.pid, "VmHWM") for p in operators))
         result.max_rps = felderas.max_rps()
@@ -720,6 +744,7 @@ def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> B
         result.restart_actions = len(felderas.actions())
         result.restart_k8s_writes = _writes(sb.kube_counts())
         result.rss_peak_mb.append(max(_memory_mb(p.popen.pid, "VmHWM") for p in operators))
+        result.max_rps_by_phase["restart"] = felderas.max_rps()
         result.max_rps = max(result.max_rps, felderas.max_rps())
         say(f"restart: {result.restart_actions} actions")
         _check_operators_alive(sb.operators)
@@ -958,7 +983,12 @@ def table(result: BenchResult, config: BenchConfig) -> str:
             f"{result.restart_actions} / {result.restart_k8s_writes}",
         ),
         ("peak RSS (VmHWM) per run", " / ".join(f"{m:.0f} MB" for m in result.rss_peak_mb)),
-        ("highest one-second rate, whole run", f"{result.max_rps} requests (an instance)"),
+        (
+            "highest one-second rate, whole run",
+            f"{result.max_rps} requests (an instance); by phase: "
+            + ", ".join(f"{k} {v}" for k, v in result.max_rps_by_phase.items())
+            + f"; cold, seconds around its highest: {result.busiest_cold}",
+        ),
         (
             "machine load average start / end",
             " / ".join(f"{x:.1f}" for x in result.load_average) + f" ({os.cpu_count()} CPUs)",
