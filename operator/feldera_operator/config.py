@@ -45,6 +45,20 @@ def check_seconds(name: str, value: float) -> str | None:
     return None
 
 
+# Requests per second to one Feldera instance (docs/performance.md, "The request budget"): a
+# period's observation of 450 pipelines in 90 % of 10 s, with room left for actions.
+DEFAULT_FELDERA_RPS = 50.0
+FELDERA_RPS_LIMITS = (1.0, 100000.0)
+
+
+def check_rps(value: float) -> str | None:
+    """Why `value` is no acceptable --feldera-rps, or None."""
+    low, high = FELDERA_RPS_LIMITS
+    if not math.isfinite(value) or not low <= value <= high:
+        return f"must be between {low:g} and {high:g} requests per second, got {value:g}"
+    return None
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     # How often each Feldera instance is observed to catch drift made behind the operator's back.
@@ -62,6 +76,13 @@ class OperatorConfig:
     external_stop_grace: float = 60.0
     # How many requests to one Feldera instance are in flight at once.
     concurrency: int = 32
+    # How many requests to one Feldera instance start in any second (actions included).
+    feldera_rps: float = DEFAULT_FELDERA_RPS
+    # A label selector: only the FelderaPipelines and FelderaInstances it matches are served.
+    selector: str | None = None
+    # The share of the period a pass spreads its reads over (0: at once, as fast as the budget
+    # lets them go; the reconciler's unit tests drive passes so).
+    spread: float = 0.9
     namespaces: tuple[str, ...] = field(default=())
     # Serve Prometheus metrics on this port (0: off).
     metrics_port: int = 0
@@ -73,6 +94,11 @@ class OperatorConfig:
             problem = check_seconds(name, float(getattr(self, name)))
             if problem is not None:
                 raise ValueError(f"{name} {problem}")
+        problem = check_rps(float(self.feldera_rps))
+        if problem is not None:
+            raise ValueError(f"feldera_rps {problem}")
+        if not 0.0 <= self.spread <= 1.0:
+            raise ValueError(f"spread must be between 0 and 1, got {self.spread}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
 
@@ -87,4 +113,6 @@ class OperatorConfig:
             request_timeout=float(os.environ.get("FELDERA_REQUEST_TIMEOUT", "10")),
             kube_request_timeout=float(os.environ.get("KUBE_REQUEST_TIMEOUT", "15")),
             external_stop_grace=float(os.environ.get("FELDERA_EXTERNAL_STOP_GRACE", "60")),
+            feldera_rps=float(os.environ.get("FELDERA_RPS", str(DEFAULT_FELDERA_RPS))),
+            selector=os.environ.get("WATCH_SELECTOR") or None,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from feldera_operator import decision as d
@@ -184,3 +184,49 @@ def deletion_step_done(step: p.Step) -> str:
     if isinstance(step, p.Clear):
         return "Cleared the pipeline's storage"
     return "Deleted the pipeline"
+
+
+# Connector names one Event lists before it says how many more there are.
+NAMES_IN_EVENT = 10
+
+
+def actions_done(actions: Sequence[d.Action], *, drift: bool = False) -> tuple[str, str]:
+    """(reason, message) of one Event for every action a reconcile issued: "Paused input
+    connectors t.c0, t.c3 and t.c6". The reason is the first action's (or DriftCorrected); the
+    message says each of them, connectors of one verb and direction together."""
+    parts: list[str | tuple[str, str, list[str]]] = []
+    groups: dict[tuple[str, str], list[str]] = {}
+    for action in actions:
+        if isinstance(action, d.PipelineAction):
+            parts.append(action_done(action))
+            continue
+        names = groups.get((action.verb, action.direction))
+        if names is None:
+            names = groups[(action.verb, action.direction)] = []
+            parts.append((action.verb, action.direction, names))
+        names.append(f"{action.relation}.{action.connector}")
+    sentences = []
+    for part in parts:
+        if isinstance(part, str):
+            sentences.append(part)
+        else:
+            verb, direction, names = part
+            noun = "connector" if len(names) == 1 else "connectors"
+            sentences.append(f"{_DONE[verb].capitalize()} {direction} {noun} {_names(names)}")
+    message = "; ".join([sentences[0], *(_lower_first(x) for x in sentences[1:])])
+    if drift:
+        return "DriftCorrected", f"Feldera no longer matched the spec: {_lower_first(message)}"
+    return action_reason(actions[0]), message
+
+
+def _names(names: list[str]) -> str:
+    if len(names) > NAMES_IN_EVENT:
+        shown = names[: NAMES_IN_EVENT - 1]
+        return f"{', '.join(shown)} and {len(names) - len(shown)} more"
+    if len(names) == 1:
+        return names[0]
+    return f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]

@@ -35,9 +35,11 @@ from typing import Any, Final, Literal, NotRequired, Self, TypedDict, cast
 from urllib.parse import quote, urlencode
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from feldera_operator import __version__
+from feldera_operator.budget import RequestBudget, is_background
 
 __all__ = [
     "BootstrapPolicy",
@@ -392,6 +394,7 @@ class FelderaClient:
         on_response: OnResponse | None = None,
         max_in_flight: int = 32,
         max_body: int = MAX_BODY,
+        budget: RequestBudget | None = None,
     ) -> None:
         url = URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
@@ -424,6 +427,8 @@ class FelderaClient:
         # byte a second); the wait for a free slot below is not part of it.
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        # The instance's request rate, shared by every client it has over time.
+        self._budget = budget
         self._max_body = max_body
         self._session = session
         self._owns_session = session is None
@@ -650,6 +655,8 @@ class FelderaClient:
         # its headers, the key among them.
         too_large = False
         raw = b""
+        if self._budget is not None:
+            await self._budget.acquire(background=is_background(method))
         try:
             async with self._in_flight:
                 started = time.monotonic()
@@ -720,7 +727,11 @@ class FelderaClient:
         if not raw.strip():
             return None
         try:
-            return json.loads(raw)
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        try:
+            return json.loads(raw)  # what orjson refuses and json reads (integers over 64 bits)
         except ValueError:
             pass
         # Typically a proxy or login page answering 200 in the API's place. Raised outside the

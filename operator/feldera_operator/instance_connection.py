@@ -9,13 +9,14 @@ import functools
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pydantic
 
 from feldera_operator import decision as d
 from feldera_operator import metrics
+from feldera_operator.budget import RequestBudget
 from feldera_operator.config import OperatorConfig
 from feldera_operator.feldera_client import (
     BootstrapPolicy,
@@ -83,6 +84,8 @@ class ClientSettings:
     timeout: float
     instance: str  # the metrics label: `<namespace>/<name>` or `default`
     max_in_flight: int = 32  # requests to this instance at once
+    # Requests per second to this instance; the same object across its clients.
+    budget: RequestBudget | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:
         return f"ClientSettings(url={self.url!r}, tenant={self.tenant!r})"
@@ -106,6 +109,7 @@ def feldera_client(settings: ClientSettings) -> FelderaApi:
         timeout=settings.timeout,
         on_response=functools.partial(metrics.observe_feldera, settings.instance),
         max_in_flight=settings.max_in_flight,
+        budget=settings.budget,
     )
 
 
@@ -159,6 +163,8 @@ class InstanceConnection:
         self._problem: tuple[d.Problem, bool] | None = None  # why they are unusable, until read
         self._kept_logged: str | None = None  # the transient problem last logged, once
         self._retiring: set[asyncio.Task[None]] = set()
+        # Outlives the clients: a rebuilt client must not start with a fresh allowance.
+        self.budget = RequestBudget(config.feldera_rps)
         # Whether the current client has just been built (the server's identity is read anew).
         self.fresh = False
 
@@ -261,6 +267,7 @@ class InstanceConnection:
             timeout=self._config.request_timeout,
             instance=instance_label(self.key),
             max_in_flight=self._config.concurrency,
+            budget=self.budget,
         )
 
     async def _instance_settings(self) -> tuple[str, str | None, str | None, str | None]:

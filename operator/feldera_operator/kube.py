@@ -99,8 +99,9 @@ def load_api_client() -> kubernetes.client.ApiClient:
         kubernetes.config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config(client_configuration=config)  # type: ignore[no-untyped-call]
-    # Status writes of many objects at once come from several threads.
-    config.connection_pool_maxsize = 16
+    # Status writes of many objects at once come from several threads (16, and reads and Events
+    # have threads of their own).
+    config.connection_pool_maxsize = 24
     # The client's leader election builds its own API objects from the default configuration.
     kubernetes.client.Configuration.set_default(config)
     return kubernetes.client.ApiClient(configuration=config)
@@ -114,7 +115,7 @@ class KubeApi:
         api_client: kubernetes.client.ApiClient,
         *,
         timeout: float = 15.0,
-        threads: int = 8,
+        threads: int = 16,
         event_threads: int = 2,
     ) -> None:
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
@@ -130,6 +131,18 @@ class KubeApi:
         # Whether the last Event failed, and with which HTTP status (None: no answer), as logged.
         self._events_failing = False
         self._event_failure: int | None = None
+        # Reads (a Secret at each pass, a resource before a drift correction) in a pool of their
+        # own: behind a cold start's thousands of status writes, an instance's pass waited for
+        # its Secret for minutes.
+        self._read_pool = ThreadPoolExecutor(2, thread_name_prefix="kube-reads")
+        # Calls wait for a thread here, not in the pool's queue, so that the time limit counts
+        # from the moment a call runs: 5,000 status writes at once (a cold start) queued in the
+        # pool timed out there before they were sent (docs/performance.md).
+        self._slots = {
+            id(self._pool): asyncio.Semaphore(threads),
+            id(self._event_pool): asyncio.Semaphore(event_threads),
+            id(self._read_pool): asyncio.Semaphore(2),
+        }
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
@@ -168,7 +181,13 @@ class KubeApi:
         """One custom resource as it is now; None when it does not exist."""
         try:
             return await self._call(
-                self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name
+                self._custom.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                pool=self._read_pool,
             )
         except KubeError as e:
             if e.status == 404:
@@ -189,7 +208,9 @@ class KubeApi:
     async def read_secret(self, namespace: str, name: str) -> SecretData:
         """A Secret's labels and data. Its values are never logged, never put in an error."""
         try:
-            secret = await self._call(self._core.read_namespaced_secret, name, namespace)
+            secret = await self._call(
+                self._core.read_namespaced_secret, name, namespace, pool=self._read_pool
+            )
         except KubeError as e:
             if e.status == 404:
                 raise SecretMissing(f"Secret {namespace}/{name} not found", 404) from None
@@ -262,11 +283,13 @@ class KubeApi:
         self, fn: Any, *args: Any, pool: ThreadPoolExecutor | None = None, **kwargs: Any
     ) -> dict[str, Any]:
         call = functools.partial(fn, *args, _request_timeout=self._timeout, **kwargs)
-        future = asyncio.get_running_loop().run_in_executor(pool or self._pool, call)
+        pool = pool or self._pool
         try:
-            # urllib3's timeout bounds each socket operation; this bounds the whole call (a
-            # server trickling bytes), on top. The thread ends with urllib3's timeout.
-            result = await asyncio.wait_for(future, 2 * self._timeout + 1)
+            async with self._slots[id(pool)]:
+                future = asyncio.get_running_loop().run_in_executor(pool, call)
+                # urllib3's timeout bounds each socket operation; this bounds the whole call (a
+                # server trickling bytes), on top. The thread ends with urllib3's timeout.
+                result = await asyncio.wait_for(future, 2 * self._timeout + 1)
         except ApiException as e:
             raise KubeError(api_error_text(e), e.status) from None
         except TimeoutError:
@@ -280,6 +303,7 @@ class KubeApi:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._event_pool.shutdown(wait=False, cancel_futures=True)
+        self._read_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def api_error_text(e: ApiException) -> str:

@@ -66,6 +66,13 @@ DRIFT_CORRECTIONS = Counter(
     "resource's namespace, instance and target (pipeline, connector).",
     ["namespace", "instance", "target"],
 )
+OBSERVATION_PASS_SECONDS = Gauge(
+    "feldera_operator_observation_pass_seconds",
+    "Duration of the last whole observation pass over an instance (its reads are spread over "
+    "the period); above the period, the instance has more pipelines than its request budget "
+    "(--feldera-rps) lets the operator observe every period.",
+    ["instance"],
+)
 EVENTS_DROPPED = Counter(
     "feldera_operator_events_dropped_total",
     "Kubernetes Events not posted because too many were already in flight.",

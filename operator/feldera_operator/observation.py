@@ -6,7 +6,8 @@ client so that the client stays a thin edge that knows nothing of reasons and co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from feldera_operator import decision as d
@@ -48,6 +49,36 @@ def observed_pipeline(
         outputs=outputs,
         outputs_pausable=outputs_pausable,
         stats_problem=stats_problem,
+    )
+
+
+def after_connector_actions(
+    observed: d.ObservedPipeline, applied: Iterable[d.ConnectorAction]
+) -> d.ObservedPipeline:
+    """What Feldera holds once it answered these connector actions: it sets a connector's flag
+    before it answers, so the answer confirms the action as a new `/stats` would (the next pass
+    reads `/stats` anyway)."""
+    wanted: dict[tuple[str, str, str], bool] = {
+        (a.direction, d.canonical_spec_relation(a.relation), a.connector): a.verb == "pause"
+        for a in applied
+    }
+
+    def updated(
+        direction: str, connectors: tuple[d.ObservedConnector, ...] | None
+    ) -> tuple[d.ObservedConnector, ...] | None:
+        if connectors is None:
+            return None
+        result = []
+        for c in connectors:
+            key = (direction, d.canonical_reported_relation(c.relation), c.connector)
+            paused = wanted.get(key)
+            result.append(c if paused is None else dataclasses.replace(c, paused=paused))
+        return tuple(result)
+
+    return dataclasses.replace(
+        observed,
+        inputs=updated("input", observed.inputs),
+        outputs=updated("output", observed.outputs),
     )
 
 

@@ -19,17 +19,20 @@ from typing import TYPE_CHECKING, Any
 from feldera_operator import decision as d
 from feldera_operator import metrics
 from feldera_operator.events import (
-    action_done,
     action_failed,
     action_object,
     action_reason,
-    drift_corrected,
+    actions_done,
 )
 from feldera_operator.feldera_client import FelderaClientClosed, FelderaError, FelderaNotDeployed
 from feldera_operator.instance_connection import FelderaApi, Unobservable
 from feldera_operator.kube import KubeError
 from feldera_operator.models import FelderaPipeline
-from feldera_operator.observation import observed_pipeline, problem_from_error
+from feldera_operator.observation import (
+    after_connector_actions,
+    observed_pipeline,
+    problem_from_error,
+)
 from feldera_operator.program_reconcile import ProgramRound
 from feldera_operator.records import FOLLOWUP_FIRST, ObjKey, PipelineRecord, instance_label
 from feldera_operator.status_writer import Written
@@ -187,6 +190,8 @@ class PipelineReconciler:
             return
         started = time.monotonic()
         held = self.start_hold(record, observation)
+        if self._settled(record, observation, held):
+            return
         program = await self._program(record, observation, client, entry)
         outcome = program.outcome if program is not None else None
         decision = d.decide(
@@ -223,15 +228,23 @@ class PipelineReconciler:
                 assert program is not None
                 failure = await self._hub.program.execute(record, client, step, program.hash)
         elif decision.actions and client is not None:
-            failure = await self.issue(record, client, decision.actions, drift)
-            if failure is None and applied_at_once(decision.actions):
-                # Feldera sets connector flags before answering: look once more now, so a
-                # flip costs one status write (Ready) instead of a pending one and a follow-up.
+            applied: list[d.Action] = []
+            failure = await self.issue(record, client, decision.actions, drift, applied=applied)
+            if (
+                failure is None
+                and applied_at_once(decision.actions)
+                and len(applied) == len(decision.actions)
+                and isinstance(observation, d.ObservedPipeline)
+            ):
+                # Feldera sets connector flags before answering: its answers confirm them, so
+                # a flip costs one status write (Ready) and no second read.
                 confirmed = d.decide(
                     record.spec,
                     generation=record.generation,
                     pipeline_name=record.pipeline_name,
-                    observed=await self.observe(record, client),
+                    observed=after_connector_actions(
+                        observation, [a for a in applied if isinstance(a, d.ConnectorAction)]
+                    ),
                     previous_status=record.status,
                     now=self._hub.clock(),
                     program=outcome,
@@ -259,9 +272,12 @@ class PipelineReconciler:
         else:
             record.followup_delay = FOLLOWUP_FIRST
             record.retry_after = 0.0
-        metrics.RECONCILES.labels(
-            kind=FelderaPipeline.KIND, result=result_label(decision, failure)
-        ).inc()
+        result = result_label(decision, failure)
+        record.settled = None
+        if not decision.actions and not decision.in_progress and failure is None:
+            if written in (Written.UNCHANGED, Written.WRITTEN):
+                record.settled = (record.generation, observation, result, record.status)
+        metrics.RECONCILES.labels(kind=FelderaPipeline.KIND, result=result).inc()
         metrics.RECONCILE_SECONDS.labels(kind=FelderaPipeline.KIND).observe(
             time.monotonic() - started
         )
@@ -284,6 +300,30 @@ class PipelineReconciler:
         if client is None or unreadable:
             return self._hub.program.unobservable(record)
         return await self._hub.program.decide(record, client, entry)
+
+    def _settled(
+        self, record: PipelineRecord, observation: d.Observation, held: float | None
+    ) -> bool:
+        """The same spec and the same observation as the last reconcile, which acted on nothing,
+        had nothing in flight and left the status as it is: deciding again would decide the
+        same (the decision is pure). Most of a steady pass's CPU went to deciding that again
+        and comparing statuses (docs/performance.md). Not for a declared program: its flow has
+        steps of its own."""
+        settled = record.settled
+        if (
+            settled is None
+            or held is not None
+            or record.spec is None
+            or d.manages_program(record.spec)
+        ):
+            return False
+        generation, last, result, status = settled
+        if generation != record.generation or status is not record.status or last != observation:
+            return False
+        record.last_reconciled = time.monotonic()
+        record.reconciled_generation = record.generation
+        metrics.RECONCILES.labels(kind=FelderaPipeline.KIND, result=result).inc()
+        return True
 
     def start_hold(self, record: PipelineRecord, observation: d.Observation) -> float | None:
         """Seconds a start is still held back because someone else stopped the pipeline, or None.
@@ -400,13 +440,17 @@ class PipelineReconciler:
         client: FelderaApi,
         actions: Iterable[d.Action],
         drift: bool,
+        *,
+        applied: list[d.Action] | None = None,
     ) -> d.Problem | None:
         """Issue the actions in order, each whatever became of the others (one connector's
-        failure must not keep the rest as they were); the first failure, as a Problem."""
+        failure must not keep the rest as they were); the first failure, as a Problem. Those
+        Feldera took go to `applied`; one Event says them all."""
         hub = self._hub
         name = record.pipeline_name
         first_failure: d.Problem | None = None
         failures: list[str] = []
+        done: list[d.Action] = []
         for action in actions:
             try:
                 await call_action(client, name, action)
@@ -438,7 +482,6 @@ class PipelineReconciler:
                     )
                 first_failure = first_failure or problem
                 continue
-            reason = "DriftCorrected" if drift else action_reason(action)
             if isinstance(action, d.PipelineAction) and action.verb == "stop":
                 record.stop_issued = True
             instance = instance_label(record.instance)
@@ -448,10 +491,15 @@ class PipelineReconciler:
                 metrics.DRIFT_CORRECTIONS.labels(
                     namespace=record.key[0], instance=instance, target=target
                 ).inc()
-            message = drift_corrected(action) if drift else action_done(action)
+            done.append(action)
+        if done:
+            # One Event (and one log line) for the reconcile: a Kubernetes write per action
+            # was most of a cold start's writes. Posted aside: the status need not wait for it.
+            reason, message = actions_done(done, drift=drift)
             log.info("%s: %s", record.label, message)
-            # Posted aside: the next action (or the status) need not wait on the Kubernetes API.
             hub.events.post_aside(record.ref, reason=reason, message=message)
+        if applied is not None:
+            applied.extend(done)
         record.failure_reported = "\n".join(failures) or None
         return first_failure
 

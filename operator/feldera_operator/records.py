@@ -64,6 +64,12 @@ class PipelineRecord:
     # read for. Read again only when Feldera's `version` or the hash changed (needs_full_read).
     program_copy: Mapping[str, Any] | None = None
     program_copy_hash: str | None = None
+    # Since when a status saying only "an action is in flight" waits to be written (monotonic).
+    transient_since: float | None = None
+    # What the last reconcile decided from, when it settled (no action, nothing in flight, the
+    # status as written): (generation, observation, result, status object). The same again needs
+    # no decision.
+    settled: tuple[int, Any, str, dict[str, Any]] | None = None
 
     @property
     def label(self) -> str:
@@ -106,6 +112,8 @@ class InstanceState:
     up: bool | None = None  # whether the last pass's round trip succeeded (None: no pass yet)
     problem: str | None = None  # the reason of the instance's problem, while it holds
     write_problem: str | None = None  # the cause of the last failed status write, as logged
+    observed: int = 0  # the pipelines the last pass read `/stats` of
+    behind: bool = False  # whether passes take longer than the period (said once)
 
     @property
     def label(self) -> str:

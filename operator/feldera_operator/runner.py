@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import socket
 from collections.abc import Callable
 
-from feldera_operator.config import OperatorConfig, SecretRef, check_seconds
+from feldera_operator.config import (
+    DEFAULT_FELDERA_RPS,
+    OperatorConfig,
+    SecretRef,
+    check_rps,
+    check_seconds,
+)
 from feldera_operator.leader import LeaderElectionConfig
 
 
@@ -29,6 +36,19 @@ def _seconds(name: str, flag: str, variable: str) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def _rps(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--feldera-rps / FELDERA_RPS: expected requests per second, got {text!r}"
+        ) from None
+    problem = check_rps(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"--feldera-rps / FELDERA_RPS: {problem}")
+    return value
 
 
 def _lease_duration(text: str) -> int:
@@ -104,6 +124,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "FELDERA_EXTERNAL_STOP_GRACE).",
     )
     parser.add_argument(
+        "--feldera-rps",
+        type=_rps,
+        default=env("FELDERA_RPS", f"{DEFAULT_FELDERA_RPS:g}"),
+        help="Requests per second the operator may send to one Feldera instance, actions "
+        f"included (default {DEFAULT_FELDERA_RPS:g}; env FELDERA_RPS). Observation is spread "
+        "over the period within it; an instance with more pipelines than it allows is observed "
+        "more slowly, and the operator says so.",
+    )
+    parser.add_argument(
+        "--selector",
+        default=env("WATCH_SELECTOR"),
+        metavar="LABEL_SELECTOR",
+        help="Serve only the FelderaPipelines and FelderaInstances with these labels (a "
+        "Kubernetes label selector, e.g. feldera.dev/shard=a; env WATCH_SELECTOR), so several "
+        "operators split a fleet. Default: all.",
+    )
+    parser.add_argument(
         "--liveness",
         default=env("LIVENESS_ENDPOINT", "http://0.0.0.0:8080/healthz"),
         help="Liveness endpoint URL to serve ('' to disable).",
@@ -151,6 +188,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         request_timeout=args.request_timeout,
         kube_request_timeout=args.kube_request_timeout,
         external_stop_grace=args.external_stop_grace,
+        feldera_rps=args.feldera_rps,
+        selector=args.selector or None,
         namespaces=tuple(args.namespace),
         metrics_port=args.metrics_port,
         leader_election=_leader_election(args),
@@ -175,6 +214,7 @@ def _leader_election(args: argparse.Namespace) -> LeaderElectionConfig | None:
 
 def main(args: argparse.Namespace) -> int:
     import kopf
+    import uvloop
 
     import feldera_operator.handlers  # noqa: F401  (registers the handlers)
 
@@ -188,11 +228,16 @@ def main(args: argparse.Namespace) -> int:
         # kopf logs "Handler 'pipeline_event' succeeded." for every watch event, the operator's
         # own status writes included: noise, and CPU at a burst of changes. Failures still show.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # uvloop: the loop kopf's own CLI picks when it is installed; kopf.run() leaves it to us.
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
     kopf.run(
+        loop=loop,
         standalone=True,
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
         liveness_endpoint=args.liveness or None,
         memo=kopf.Memo(config=config),
     )
+    loop.close()
     return 0

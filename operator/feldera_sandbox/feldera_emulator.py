@@ -55,8 +55,11 @@ Test hooks (not counted, no auth), in process and over HTTP under `/_emulator/`:
 - faults (`inject_fault`, `POST|DELETE /_emulator/faults`; see `feldera_faults`): status, latency,
   dropped or hanging connections, slow bodies, HTML proxy pages, `Retry-After`; per route or all;
 - request counts keyed `"METHOD /route/{template}"` (the `ROUTE_*` constants), `GET|DELETE
-  /_emulator/requests`; a log of state-changing calls with their arrival times (`actions()`,
-  `GET|DELETE /_emulator/actions`);
+  /_emulator/requests`, with the requests of each second of arrival (`per_second`, keyed by
+  whole `time.time()` seconds: the highest one-second rate a client caused) and, at every status
+  list, the counts until then (`list_marks`: the calls of whole observation passes, exactly); a
+  log of state-changing calls with their arrival times (`actions()`, `GET|DELETE
+  /_emulator/actions`);
 - settings (`GET|PATCH /_emulator/settings`): `restore`, `delay`, `compile_delay`, `edition`,
   `platform_version` (a Feldera upgrade);
 - drift: `set_connector_paused` (`POST /_emulator/connector`), `fail_pipeline`
@@ -218,6 +221,7 @@ _METADATA_FIELDS = ("description", "tags")
 _RETRY_AFTER_SECONDS = "5"
 _LOG_LINES = 200
 _ACTION_LOG_SIZE = 100_000
+_LIST_MARKS = 10_000
 
 
 def count_key(method: str, route: str) -> str:
@@ -482,6 +486,10 @@ class FelderaEmulator:
         self._pipelines: dict[str, _Pipeline] = {}
         self._faults: list[Fault] = []
         self._counts: collections.Counter[str] = collections.Counter()
+        self._per_second: collections.Counter[int] = collections.Counter()
+        self._list_marks: collections.deque[tuple[float, dict[str, int]]] = collections.deque(
+            maxlen=_LIST_MARKS
+        )
         self._actions: collections.deque[ActionCall] = collections.deque(maxlen=_ACTION_LOG_SIZE)
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
@@ -597,8 +605,18 @@ class FelderaEmulator:
     def request_counts(self) -> dict[str, int]:
         return dict(self._counts)
 
+    def per_second(self) -> dict[int, int]:
+        """Requests by the whole second (`time.time()`) they arrived in."""
+        return dict(self._per_second)
+
+    def list_marks(self) -> list[tuple[float, dict[str, int]]]:
+        """At every `GET /v0/pipelines`: its arrival (`time.time()`) and the counts before it."""
+        return list(self._list_marks)
+
     def reset_counts(self) -> None:
         self._counts.clear()
+        self._per_second.clear()
+        self._list_marks.clear()
 
     def actions(self) -> list[ActionCall]:
         """The state-changing calls since the last `reset_actions()` (the newest 100,000), oldest
@@ -733,7 +751,12 @@ class FelderaEmulator:
                 return _error_response(400, "InvalidEmulatorRequest", str(err), None)
             except ApiError as err:
                 return err.response()
-        self._counts[count_key(request.method, route)] += 1
+        key = count_key(request.method, route)
+        now = time.time()
+        if route == ROUTE_PIPELINES and request.method == "GET":
+            self._list_marks.append((now, dict(self._counts)))
+        self._counts[key] += 1
+        self._per_second[int(now)] += 1
         if route in ACTION_ROUTES and request.method != "GET":
             return await self._logged(request, handler, route, time.time(), time.monotonic())
         return await self._serve(request, handler, route)
@@ -1992,7 +2015,13 @@ class FelderaEmulator:
         return web.json_response({})
 
     async def _ctl_counts(self, request: web.Request) -> web.Response:
-        return web.json_response({"counts": self.request_counts()})
+        return web.json_response(
+            {
+                "counts": self.request_counts(),
+                "per_second": {str(k): v for k, v in self._per_second.items()},
+                "list_marks": [[wall, counts] for wall, counts in self._list_marks],
+            }
+        )
 
     async def _ctl_reset_counts(self, request: web.Request) -> web.Response:
         self.reset_counts()
@@ -2066,6 +2095,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "/_emulator/. Prints 'feldera emulator listening on URL' once it serves."
     )
     parser.add_argument("--port", type=int, default=0, help="Port (0, the default: a free one).")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        metavar="N",
+        help="Serve N independent emulators (no shared state) from this one process, on ports "
+        "--port, --port+1, ... (or N free ones); one 'listening' line each. One process holds "
+        "many instances in a fraction of the memory of a process each (docs/performance.md).",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="Address (default: 127.0.0.1).")
     parser.add_argument(
         "--api-key",
@@ -2152,25 +2190,32 @@ async def _serve(args: argparse.Namespace) -> None:
     tls = _tls_of(args)
     if args.ca_out is not None and tls is not None and tls.ca_pem is not None:
         args.ca_out.write_bytes(tls.ca_pem)
-    emulator = FelderaEmulator(
-        api_keys=keys,
-        delay=args.delay,
-        compile_delay=args.compile_delay,
-        restore=args.restore,
-        edition=args.edition,
-        version=args.platform_version,
-        tls=tls,
-    )
-    url = await emulator.start(args.host, args.port)
+    if args.instances < 1:
+        raise SystemExit("--instances must be >= 1")
+    emulators = [
+        FelderaEmulator(
+            api_keys=keys,
+            delay=args.delay,
+            compile_delay=args.compile_delay,
+            restore=args.restore,
+            edition=args.edition,
+            version=args.platform_version,
+            tls=tls,
+        )
+        for _ in range(args.instances)
+    ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
-    print(LISTENING_MESSAGE.format(url=url), flush=True)
+    for k, emulator in enumerate(emulators):
+        url = await emulator.start(args.host, args.port + k if args.port else 0)
+        print(LISTENING_MESSAGE.format(url=url), flush=True)
     try:
         await stop.wait()
     finally:
-        await emulator.stop()
+        for emulator in emulators:
+            await emulator.stop()
 
 
 def main(args: argparse.Namespace) -> int:

@@ -74,6 +74,7 @@ class Sandbox:
         self.plane: ControlPlane | None = None
         self.kube_url = ""
         self.feldera_url = ""
+        self.feldera_urls: list[str] = []  # every emulator's, when several were started
         self.own_processes: list[Process] = []
         self.operators: list[Process] = []
         # The operator's own identity: the chart's ServiceAccount and its token.
@@ -127,7 +128,33 @@ class Sandbox:
         url = proc.wait_for_log(_URL_LINE.pattern).group(1)
         if name == "feldera":
             self.feldera_url = url
+            self.feldera_urls = [url]
         return url
+
+    def start_felderas(self, count: int, *extra: str, per_process: int = 10) -> list[str]:
+        """`count` independent Feldera emulators, `per_process` to a process (one process each
+        would cost ~70 MB apiece; one for all falls behind a cold start's bursts and bunches the
+        requests of several seconds into one); their URLs (the first is also `feldera_url`)."""
+        procs = []
+        for first in range(0, count, per_process):
+            n = min(per_process, count - first)
+            name = "feldera" if first == 0 and n == count else f"feldera-{first // per_process}"
+            procs.append(
+                (self._start(name, ["emulator", "feldera", "--instances", str(n), *extra]), n)
+            )
+        urls: list[str] = []
+        for proc, n in procs:
+
+            def listening(proc: Process = proc, n: int = n) -> bool:
+                if not proc.running:
+                    raise RuntimeError(f"the Feldera emulators exited:\n{proc.log_tail(30)}")
+                return len(_URL_LINE.findall(proc.log_text())) >= n
+
+            wait_for(listening, timeout=60, what=f"{n} Feldera emulators listening")
+            urls.extend(_URL_LINE.findall(proc.log_text())[:n])
+        self.feldera_urls = urls
+        self.feldera_url = urls[0]
+        return urls
 
     def install_operator_identity(
         self,

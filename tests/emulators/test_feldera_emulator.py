@@ -701,9 +701,32 @@ async def test_faults_and_counts_over_http(emulator: FelderaEmulator, call: Call
         "GET /v0/pipelines/{pipeline}": 1,
         "POST /v0/pipelines/{pipeline}/tables/{table}/connectors/{connector}/{action}": 3,
     }
+    # Every counted request in the second it arrived (these 6 within a few).
+    assert sum(body["per_second"].values()) == 6
+    assert body["list_marks"] == []  # no status list was made
     assert (await call("DELETE", "/_emulator/requests"))[0] == 200
-    assert (await call("GET", "/_emulator/requests")) == (200, {"counts": {}})
+    empty = {"counts": {}, "per_second": {}, "list_marks": []}
+    assert (await call("GET", "/_emulator/requests")) == (200, empty)
     assert emulator.request_counts() == {}
+
+
+async def test_every_status_list_marks_the_counts_before_it() -> None:
+    emulator = FelderaEmulator()
+    url = await emulator.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            for path in ("/v0/pipelines", "/v0/config", "/v0/pipelines"):
+                async with session.get(url + path) as response:
+                    assert response.status == 200
+        marks = emulator.list_marks()
+        assert [counts for _, counts in marks] == [
+            {},
+            {"GET /v0/pipelines": 1, "GET /v0/config": 1},
+        ]
+        assert marks[0][0] <= marks[1][0]
+        assert sum(emulator.per_second().values()) == 3
+    finally:
+        await emulator.stop()
 
 
 async def test_action_log_records_each_action_with_its_arrival_time(

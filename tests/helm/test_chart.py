@@ -118,6 +118,30 @@ def test_default_values_run_cluster_wide_with_json_logs_and_metrics(
     assert config.metrics_port == 9090
     assert config.leader_election is None
     assert config.period == 10
+    assert config.selector is None
+    assert (config.feldera_rps, config.kube_request_timeout, config.external_stop_grace) == (
+        50,
+        15,
+        60,
+    )
+
+
+def test_a_selector_and_the_time_and_rate_values_reach_the_operators_flags(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    values = {
+        "selector": "feldera.dev/shard in (a,b)",
+        "felderaRps": 20,
+        "kubeRequestTimeout": 5,
+        "externalStopGrace": 0,
+    }
+    config = runner.config_from_args(operator_args(values, monkeypatch))
+    assert config.selector == "feldera.dev/shard in (a,b)"
+    assert (config.feldera_rps, config.kube_request_timeout, config.external_stop_grace) == (
+        20,
+        5,
+        0,
+    )
 
 
 def test_default_instance_and_its_secret_in_the_release_namespace(
@@ -238,6 +262,10 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "secret name": {"feldera": {"apiKeySecret": {"name": "Bad Name", "key": "apiKey"}}},
     "secret key": {"feldera": {"apiKeySecret": {"name": "k", "key": "a/b"}}},
     "zero period": {"period": 0},
+    "zero request budget": {"felderaRps": 0},
+    "negative external-stop grace": {"externalStopGrace": -1},
+    "kube request timeout under the operator's floor": {"kubeRequestTimeout": 0.1},
+    "selector as a map": {"selector": {"shard": "a"}},
     "metrics on the health port": {"metrics": {"port": 8080}},
     "metrics port out of range": {"metrics": {"port": 70000}},
     "scrape interval": {"metrics": {"serviceMonitor": {"interval": "often"}}},

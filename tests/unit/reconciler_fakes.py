@@ -576,7 +576,12 @@ def make_reconciler(
     """The real Reconciler on both fakes, leading, with the default instance pointing at
     `feldera` and no settling delay. Without `loops` no instance loop runs by itself: tests
     drive passes with `observe_pass()`."""
-    settings: dict[str, Any] = {"period": 60.0, "default_url": "http://feldera.test"}
+    # spread 0: a driven pass reads everything at once (its spreading has tests of its own).
+    settings: dict[str, Any] = {
+        "period": 60.0,
+        "default_url": "http://feldera.test",
+        "spread": 0.0,
+    }
     settings.update(config)
     reconciler = Reconciler(
         OperatorConfig(**settings),
