@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 
 from feldera_sandbox.feldera_emulator import FelderaEmulator
-from tests.emulators.feldera_http import (
+
+from .feldera_http import (
     Call,
     deployment_log,
     error,

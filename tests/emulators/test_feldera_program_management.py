@@ -10,7 +10,8 @@ import time
 from typing import Any
 
 from feldera_sandbox.feldera_emulator import FelderaEmulator
-from tests.emulators.feldera_http import (
+
+from .feldera_http import (
     Call,
     error,
     everything,
