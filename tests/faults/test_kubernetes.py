@@ -10,11 +10,23 @@ Feldera action is repeated or lost, the statuses end up right, and nothing crash
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 
 import pytest
 from e2e.conftest import E2E, condition, is_ready, operator_defaults, start_sandbox, unique
 from e2e.test_operator import INPUT_ACTION, PIPELINE_ACTIONS, standard
+from e2e.test_program import (
+    V1,
+    V2,
+    edit,
+    hash_of,
+    program_pipeline,
+    program_status,
+    running_program,
+    verbs,
+)
 
 from feldera_sandbox.controlplane import request_key
 from feldera_sandbox.feldera_emulator import ANY_ROUTE
@@ -327,5 +339,43 @@ def test_the_leader_killed_while_feldera_is_down_each_action_once(tmp_path: Path
             a for a in sb.feldera("GET", "/_emulator/actions")["actions"] if a["action"] == "pause"
         ]
         assert sorted(a["pipeline"] for a in pauses) == sorted(names)  # each exactly once
+    finally:
+        sb.stop()
+
+
+def test_the_leader_killed_mid_program_update_the_standby_finishes_it_each_step_once(
+    tmp_path: Path,
+) -> None:
+    """Two replicas; a program change is under way (the pipeline stopped for it); the leader dies
+    (SIGKILL) before the PATCH. The standby takes over and finishes the update from where it
+    stands: one stop, one PATCH, one start, one preview; the new program runs."""
+    values = {"replicas": 2, "leaderElection": {"leaseDuration": 3}}
+    sb = start_sandbox(tmp_path, examples=False, chart_values=values)
+    try:
+        e2e = E2E(sb)
+        first = sb.operators[0]
+        second = sb.start_operator(*operator_defaults(sb), name="operator-2")
+        leader = e2e.wait(
+            lambda: next((p for p in (first, second) if "leading (lease" in p.log_text()), None),
+            "a leader",
+        )
+        standby = second if leader is first else first
+        name = unique("failover-program")
+        e2e.apply(program_pipeline(name, sql=V1))
+        e2e.wait_ready(name)
+        # A stop that takes 1.5 s to settle: the leader, killed when Feldera has answered the
+        # stop, cannot have sent the PATCH yet.
+        sb.feldera("PATCH", "/_emulator/settings", {"delay": 1.5, "compile_delay": 0.2})
+        since = time.time()
+        edit(e2e, name, program={"sql": V2})
+        e2e.wait(lambda: "stop" in verbs(e2e, name, since), "the stop", timeout=30)
+        leader.signal(signal.SIGKILL)
+        e2e.wait(lambda: not leader.running, "the leader gone")
+        e2e.wait(lambda: "leading (lease" in standby.log_text(), "the standby leads", timeout=20)
+        e2e.wait(lambda: running_program(e2e, name) == V2, "the update finished", timeout=60)
+        e2e.wait_ready(name)
+        assert verbs(e2e, name, since) == ["stop", "patch", "start"]
+        assert sb.feldera_counts()["POST /v0/pipelines/{pipeline}/diff"] == 1
+        assert program_status(e2e, name)["appliedHash"] == hash_of(V2)
     finally:
         sb.stop()
