@@ -9,7 +9,9 @@ labelled into S shards and S operators run, each with `--selector` of its shard.
 this order:
 
 1. cold convergence: every resource and pipeline present, Feldera out of step (pipelines stopped,
-   a third of the connectors' flags differing from the specs); the operators are started and the
+   a third of the connectors' flags differing from the specs); with `--programs`, each resource
+   declares its SQL (`spec.program.sql`) and no pipeline exists in Feldera: the operator creates,
+   compiles and starts each one from its resource; the operators are started and the
    clock runs until every FelderaPipeline is Ready for its generation (one list call per poll);
    the Kubernetes writes that took, per pipeline;
 2. the steady state over whole observation passes, exactly: each emulator marks the counts at
@@ -95,6 +97,7 @@ class BenchConfig:
     flip_rate: float = 0.0  # flips per second; 0: the whole batch at once
     drift_samples: int = 20
     seed: int = 1
+    programs: bool = False  # resources declare spec.program; Feldera starts without pipelines
     workdir: Path | None = None
     keep_workdir: bool = False
     operator_args: tuple[str, ...] = ()
@@ -112,6 +115,7 @@ class BenchResult:
     instances: int = 1
     shards: int = 1
     feldera_rps_budget: float = 0.0
+    programs: bool = False
     load_s: float = 0.0
     operator_start_s: float = 0.0
     cold_converge_s: float = 0.0
@@ -226,19 +230,22 @@ def pipeline_manifest(i: int, connectors: int, config: BenchConfig | None = None
     metadata: dict[str, Any] = {"name": pipeline_name(i), "namespace": NAMESPACE}
     if config.shards > 1:
         metadata["labels"] = _labels(k, config)
+    spec: dict[str, Any] = {
+        "instanceRef": {"name": instance_name(k)},
+        "paused": False,
+        "stopped": False,
+        "inputs": [
+            {"table": TABLE, "connector": f"c{j}", "paused": declared_paused(j)}
+            for j in range(connectors)
+        ],
+    }
+    if config.programs:
+        spec["program"] = {"sql": program_sql(connectors)}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": FelderaPipeline.KIND,
         "metadata": metadata,
-        "spec": {
-            "instanceRef": {"name": instance_name(k)},
-            "paused": False,
-            "stopped": False,
-            "inputs": [
-                {"table": TABLE, "connector": f"c{j}", "paused": declared_paused(j)}
-                for j in range(connectors)
-            ],
-        },
+        "spec": spec,
     }
 
 
@@ -330,8 +337,8 @@ async def _send(
 
 
 async def _load(sb: Sandbox, config: BenchConfig) -> None:
-    """Create the Feldera pipelines (stopped), the Secrets, FelderaInstances and FelderaPipelines,
-    in parallel."""
+    """Create the Feldera pipelines (stopped; none when the resources declare their programs),
+    the Secrets, FelderaInstances and FelderaPipelines, in parallel."""
     sql = program_sql(config.connectors)
     urls = sb.feldera_urls
     api = f"{sb.kube_url}/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}"
@@ -346,7 +353,7 @@ async def _load(sb: Sandbox, config: BenchConfig) -> None:
                     {"name": pipeline_name(i), "program_code": sql},
                     headers=auth,
                 )
-                for i in range(config.pipelines)
+                for i in range(0 if config.programs else config.pipelines)
             ),
             LOAD_CONCURRENCY,
         )
@@ -634,6 +641,7 @@ def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> B
         instances=config.instances,
         shards=config.shards,
         feldera_rps_budget=config.budget,
+        programs=config.programs,
     )
     rng = random.Random(config.seed)
     # One list of P objects per poll: sparser for more objects, so polling does not load the
@@ -670,6 +678,10 @@ def run(config: BenchConfig, progress: Callable[[str], None] | None = None) -> B
         timeout = 120 + config.pipelines * 0.2 + 2 * pass_s
         _wait_all_ready(sb, config.pipelines, timeout, poll)
         result.cold_converge_s = time.monotonic() - started
+        # Events go out on threads of their own: the last may land after the last Ready. Cold
+        # convergence's writes are counted, and the steady window starts, once a whole period
+        # has passed without one.
+        _wait_writes_ended(sb, quiet=max(config.period, 1.0), timeout=timeout)
         result.cold_actions = len(felderas.actions())
         result.cold_feldera_calls = sum(felderas.counts().values())
         cold_kube = sb.kube_counts()
@@ -765,6 +777,20 @@ def _writes(kube_counts: Mapping[str, int]) -> int:
     return sum(v for k, v in kube_counts.items() if _is_write(k))
 
 
+def _wait_writes_ended(sb: Sandbox, *, quiet: float, timeout: float) -> None:
+    """Until `quiet` seconds pass with no Kubernetes write of the operators (the audit log)."""
+    last = (_writes(sb.kube_counts()), time.monotonic())
+
+    def ended() -> bool:
+        nonlocal last
+        writes = _writes(sb.kube_counts())
+        if writes != last[0]:
+            last = (writes, time.monotonic())
+        return time.monotonic() - last[1] >= quiet
+
+    wait_for(ended, timeout=timeout, interval=0.2, what="the operators' writes to end")
+
+
 def _choose_flips(rng: random.Random, config: BenchConfig) -> list[Flip]:
     """Distinct random connectors, each flipped away from the value its spec holds."""
     total = config.pipelines * config.connectors
@@ -847,6 +873,7 @@ def bench_line(result: BenchResult) -> str:
         "instances": result.instances,
         "shards": result.shards,
         "feldera_rps_budget": _number(result.feldera_rps_budget),
+        "programs": int(result.programs),
         "flip_p50_ms": f"{result.flip_percentile_ms(50):.1f}",
         "flip_p99_ms": f"{result.flip_percentile_ms(99):.1f}",
         "cold_converge_s": f"{result.cold_converge_s:.1f}",
@@ -932,7 +959,8 @@ def table(result: BenchResult, config: BenchConfig) -> str:
         (
             "pipelines x connectors / instances",
             f"{config.pipelines} x {config.connectors} / {config.instances}"
-            + (f" in {config.shards} shards" if config.shards > 1 else ""),
+            + (f" in {config.shards} shards" if config.shards > 1 else "")
+            + (", programs declared" if config.programs else ""),
         ),
         ("period, Feldera budget", f"{config.period:g} s, {config.budget:g} requests/s/instance"),
         ("load (Feldera + Kubernetes)", f"{result.load_s:.1f} s"),
@@ -954,7 +982,13 @@ def table(result: BenchResult, config: BenchConfig) -> str:
         ),
         ("  highest one-second rate", f"{result.steady_max_rps} requests (an instance)"),
         ("  action calls", str(result.steady_action_calls)),
-        ("  Kubernetes writes", str(result.steady_k8s_writes)),
+        (
+            "  Kubernetes writes",
+            str(result.steady_k8s_writes)
+            + "".join(
+                f" {k}={v}" for k, v in sorted(result.steady_k8s_calls.items()) if _is_write(k)
+            ),
+        ),
         ("  operator CPU", f"{result.steady_cpu_percent:.1f} % of a core"),
         ("  operator RSS", f"{result.rss_steady_mb:.0f} MB"),
         (
@@ -1058,6 +1092,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=1, help="Random seed of flips and drift.")
     parser.add_argument(
+        "--programs",
+        action="store_true",
+        help="Each FelderaPipeline declares its SQL (spec.program) and Feldera starts with no "
+        "pipeline: the operator creates, compiles and starts them; the steady state shows what a "
+        "converged program-managed pipeline costs.",
+    )
+    parser.add_argument(
         "--workdir", help="Where logs go (default: a temporary directory, removed at the end)."
     )
     parser.add_argument("--check", action="store_true", help="Exit 1 when a target is missed.")
@@ -1087,6 +1128,7 @@ def main(args: argparse.Namespace) -> int:
         flip_rate=args.flip_rate,
         drift_samples=args.drift_samples,
         seed=args.seed,
+        programs=args.programs,
         workdir=Path(args.workdir) if args.workdir else None,
     )
     try:

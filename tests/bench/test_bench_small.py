@@ -3,7 +3,8 @@
 The timings of a CI machine say nothing; the counts are the design: a converged system costs one
 status list per instance plus one `/stats` per deployed pipeline per pass, no action calls, no
 Kubernetes writes, every instance stays within its request budget, and a restarted operator acts
-on nothing. Run with one instance and with two.
+on nothing. Run with one instance and with two, and with the programs declared on the resources
+(created in Feldera by the operator; converged, they cost no extra call and no write either).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ FIELDS = [
     "instances",
     "shards",
     "feldera_rps_budget",
+    "programs",
     "flip_p50_ms",
     "flip_p99_ms",
     "cold_converge_s",
@@ -40,13 +42,16 @@ FIELDS = [
 
 @pytest.mark.e2e
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("instances", [1, 2])
+@pytest.mark.parametrize(
+    ("instances", "programs"), [(1, False), (2, False), (2, True)], ids=["1", "2", "2-programs"]
+)
 def test_small_bench_counts_are_the_design(
-    instances: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    instances: int, programs: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["bench", "--pipelines", str(PIPELINES), "--connectors", str(CONNECTORS)]
     argv += ["--instances", str(instances), "--period", "1", "--steady-periods", "3"]
     argv += ["--flips", "20", "--drift-samples", "5", "--workdir", str(tmp_path)]
+    argv += ["--programs"] if programs else []
     assert cli.main(argv) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     name, *pairs = last.split(" ")
@@ -56,6 +61,7 @@ def test_small_bench_counts_are_the_design(
     assert fields["pipelines"] == str(PIPELINES)
     assert fields["connectors"] == str(PIPELINES * CONNECTORS)
     assert fields["instances"] == str(instances)
+    assert fields["programs"] == str(int(programs))
     # Every pipeline runs: one status list per instance plus one /stats each, every pass.
     assert fields["steady_feldera_calls_per_period"] == str(PIPELINES + instances)
     assert fields["steady_action_calls"] == "0"
