@@ -23,6 +23,7 @@ from e2e.test_operator import INPUT_ACTION, standard
 
 from feldera_sandbox.feldera_emulator import ROUTE_INPUT_CONNECTOR_ACTION, ROUTE_PIPELINES
 from feldera_sandbox.processes import wait_for
+from feldera_sandbox.sandbox import http_json
 
 from .conftest import (
     KEY,
@@ -144,14 +145,13 @@ def test_a_tls_failure_is_named(
 def test_an_https_url_served_by_plain_http_is_a_tls_error_and_no_key_goes_out(
     faults: Faults,
 ) -> None:
-    plain = faults.sb.feldera_url.replace("http://", "https://")
-    before = faults.sb.feldera_counts()
-    name = instance_on(faults, plain, None, "plain")
+    # A plain-http emulator of its own: the shared one is observed for other tests' resources.
+    url = faults.sb.start_feldera(name=f"plain-{unique('x')}")
+    name = instance_on(faults, url.replace("http://", "https://"), None, "plain")
     obj = faults.wait_reason(name, "TLSError", ctype="Synced")
     assert "TLS" in cond_message(obj, "Ready") or "SSL" in cond_message(obj, "Ready")
     # The plain server never saw a request it could read (so never the Authorization header).
-    after = faults.sb.feldera_counts()
-    assert {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)} == {}
+    assert http_json(url, "GET", "/_emulator/requests")["counts"] == {}
 
 
 # ---------------------------------------------------------------------- broken servers
