@@ -309,13 +309,22 @@ def without_keep_uninstalling_deletes_the_crds_and_every_resource(
     run_helm(sb, "install", RELEASE, str(CHART_DIR), "-n", NAMESPACE, "-f", str(values))
     crd = sb.kubectl_json("get", "crd", CRD_NAMES[0])
     assert "helm.sh/resource-policy" not in (crd["metadata"].get("annotations") or {})
+    # The install updated the CRDs, so the API server rebuilds their storage. A CRD deleted
+    # before that is done has its instances' cleanup fail ("could not list instances: storage is
+    # (re)initializing") and retried with a growing backoff, a minute and more later. Wait until
+    # the custom resources can be listed again, as they can long before anyone uninstalls.
+    wait_for(
+        lambda: sb.kubectl("get", "fpl,fi", "-A", check=False).returncode == 0,
+        timeout=30,
+        what="the custom resources served again",
+    )
     run_helm(sb, "uninstall", RELEASE, "-n", NAMESPACE)
     # kube-apiserver deletes every custom resource of a deleted CRD, then the CRD.
     started = time.monotonic()
     try:
         wait_for(
             lambda: not any(exists(sb, "crd", n) for n in CRD_NAMES),
-            timeout=120,
+            timeout=60,
             what="the CRDs deleted",
         )
     except TimeoutError as e:
