@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from feldera_operator import decision as d
 from feldera_operator import metrics
 from feldera_operator.events import (
@@ -39,6 +41,15 @@ from feldera_operator.status_writer import Written
 
 if TYPE_CHECKING:
     from feldera_operator.reconciler import Reconciler
+
+# Program inputs that cannot be compared (see PipelineReconciler._program_inputs).
+_UNSETTLED: Any = object()
+
+
+def _digest(value: Any) -> int | None:
+    """A JSON value's digest for equality within this process (None for None)."""
+    return None if value is None else hash(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
+
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +201,8 @@ class PipelineReconciler:
             return
         started = time.monotonic()
         held = self.start_hold(record, observation)
-        if self._settled(record, observation, held):
+        inputs = self._program_inputs(record, entry)
+        if self._settled(record, observation, held, inputs):
             return
         program = await self._program(record, observation, client, entry)
         outcome = program.outcome if program is not None else None
@@ -274,9 +286,16 @@ class PipelineReconciler:
             record.retry_after = 0.0
         result = result_label(decision, failure)
         record.settled = None
-        if not decision.actions and not decision.in_progress and failure is None:
-            if written in (Written.UNCHANGED, Written.WRITTEN):
-                record.settled = (record.generation, observation, result, record.status)
+        if (
+            not decision.actions
+            and not decision.in_progress
+            and failure is None
+            and written in (Written.UNCHANGED, Written.WRITTEN)
+            # A declared program: only once it is applied and running as declared.
+            and (program is None or (step is None and decision.ready))
+            and inputs is not _UNSETTLED
+        ):
+            record.settled = (record.generation, observation, result, record.status, inputs)
         metrics.RECONCILES.labels(kind=FelderaPipeline.KIND, result=result).inc()
         metrics.RECONCILE_SECONDS.labels(kind=FelderaPipeline.KIND).observe(
             time.monotonic() - started
@@ -301,24 +320,44 @@ class PipelineReconciler:
             return self._hub.program.unobservable(record)
         return await self._hub.program.decide(record, client, entry)
 
+    def _program_inputs(self, record: PipelineRecord, entry: Mapping[str, Any] | None) -> Any:
+        """What a declared program's flow decides from besides the spec, the status and the
+        observation: the ConfigMap it reads (sqlFrom: its labels and data, as the watch holds
+        them), the listing's entry for the pipeline (its version, program and storage fields),
+        each as a digest, and the instance's edition. None for a
+        resource that declares no program; _UNSETTLED when the flow must run (no entry, or a
+        ConfigMap the watch does not hold)."""
+        spec = record.spec
+        if spec is None or spec.program is None:
+            return None
+        if entry is None:
+            return _UNSETTLED
+        configmap: Any = None
+        if record.sql_source is not None:
+            configmap = self._hub.configmaps.get(record.sql_source)
+            if configmap is None:
+                return _UNSETTLED
+        edition = self._hub.instance_state(record.instance).server.get("edition")
+        return (_digest(configmap), _digest(entry), edition)
+
     def _settled(
-        self, record: PipelineRecord, observation: d.Observation, held: float | None
+        self, record: PipelineRecord, observation: d.Observation, held: float | None, inputs: Any
     ) -> bool:
-        """The same spec and the same observation as the last reconcile, which acted on nothing,
-        had nothing in flight and left the status as it is: deciding again would decide the
-        same (the decision is pure). Most of a steady pass's CPU went to deciding that again
-        and comparing statuses (docs/performance.md). Not for a declared program: its flow has
-        steps of its own."""
+        """The same spec, status, observation and program inputs as the last reconcile, which
+        acted on nothing, had nothing in flight and left the status as it is (a declared
+        program: applied and Ready): deciding again would decide the same (the decisions are
+        pure). Most of a steady pass's CPU went to deciding that again and comparing statuses
+        (docs/performance.md)."""
         settled = record.settled
-        if (
-            settled is None
-            or held is not None
-            or record.spec is None
-            or d.manages_program(record.spec)
-        ):
+        if settled is None or held is not None or record.spec is None or inputs is _UNSETTLED:
             return False
-        generation, last, result, status = settled
-        if generation != record.generation or status is not record.status or last != observation:
+        generation, last, result, status, last_inputs = settled
+        if (
+            generation != record.generation
+            or status is not record.status
+            or last != observation
+            or last_inputs != inputs
+        ):
             return False
         record.last_reconciled = time.monotonic()
         record.reconciled_generation = record.generation

@@ -67,9 +67,9 @@ class PipelineRecord:
     # Since when a status saying only "an action is in flight" waits to be written (monotonic).
     transient_since: float | None = None
     # What the last reconcile decided from, when it settled (no action, nothing in flight, the
-    # status as written): (generation, observation, result, status object). The same again needs
-    # no decision.
-    settled: tuple[int, Any, str, dict[str, Any]] | None = None
+    # status as written): (generation, observation, result, status object, program inputs). The
+    # same again needs no decision.
+    settled: tuple[int, Any, str, dict[str, Any], Any] | None = None
 
     @property
     def label(self) -> str:

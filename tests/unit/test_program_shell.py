@@ -140,6 +140,31 @@ async def test_the_full_pipeline_is_read_again_when_feldera_changed_it() -> None
     assert is_ready(kube)  # an undeclared key: not the resource's
 
 
+async def test_a_settled_program_changed_in_feldera_behind_its_back_is_put_back() -> None:
+    """Converged passes decide nothing again; a program PATCHed in Feldera by someone else moves
+    the listing's `version`, so the flow runs again and restores the declared one."""
+    kube, feldera = FakeKube(), FakeFeldera()
+    running(feldera)
+    r = make_reconciler(kube, feldera)
+    await add_pipeline(r, kube, pipeline_body("orders", program={"sql": SQL_A}))
+    await until(lambda: is_ready(kube), what="Ready")
+    for _ in range(2):
+        await observe_pass(r)
+    feldera.pipelines["orders"].program_code = SQL_B
+    feldera.pipelines["orders"].version += 1
+
+    async def restored() -> bool:
+        await observe_pass(r)
+        feldera.settle()
+        return feldera.pipelines["orders"].program_code == SQL_A
+
+    for _ in range(20):
+        if await restored():
+            break
+    assert feldera.pipelines["orders"].program_code == SQL_A
+    assert ("patch", "orders", "program_code") in feldera.actions()
+
+
 # ----------------------------------------------------------------------------- changing
 
 
