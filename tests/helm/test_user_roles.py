@@ -1,7 +1,8 @@
 """Roles for people, judged by kube-apiserver's own RBAC authorizer. The chart's ClusterRoles are
-labelled to aggregate into `admin`, `edit` and `view`; aggregation is kube-controller-manager's
-work, which this control plane does not run, so the roles themselves are bound to test users in a
-namespace and asked (`kubectl auth can-i --as`, and real requests made as those users)."""
+labelled to aggregate into `admin`, `edit` and `view`. The roles themselves are bound to test users
+in a namespace and asked (`kubectl auth can-i --as`, and real requests made as those users); and
+users bound to Kubernetes' own `edit` and `view` get the same rights once kube-controller-manager
+(which this control plane runs) has aggregated them."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from typing import Any
 
 import pytest
 
-from feldera_sandbox.sandbox import Sandbox
+from feldera_sandbox.sandbox import Sandbox, wait_for
 
 from .conftest import RELEASE, render, user_roles
 
 NAMESPACE = "team-roles"
 OTHER_NAMESPACE = "team-elsewhere"
 EDITOR, VIEWER, STRANGER = "alice", "bob", "carol"
+# Bound to Kubernetes' own aggregated roles, not to the chart's.
+TEAM_EDITOR, TEAM_VIEWER = "dave", "erin"
 FPL = "felderapipelines.feldera.dev"
 FI = "felderainstances.feldera.dev"
 
@@ -30,11 +33,13 @@ def roles(cluster: Sandbox) -> Sandbox:
         ]
         + user_roles(render({}))
         + [binding(EDITOR, "edit"), binding(VIEWER, "view")]
+        + [binding(TEAM_EDITOR, "edit", builtin=True), binding(TEAM_VIEWER, "view", builtin=True)]
     )
     return cluster
 
 
-def binding(user: str, role: str) -> dict[str, Any]:
+def binding(user: str, role: str, *, builtin: bool = False) -> dict[str, Any]:
+    """`user` bound to the chart's role, or (builtin) to Kubernetes' own `edit`/`view`."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
@@ -42,7 +47,7 @@ def binding(user: str, role: str) -> dict[str, Any]:
         "roleRef": {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "ClusterRole",
-            "name": f"{RELEASE}-feldera-operator-{role}",
+            "name": role if builtin else f"{RELEASE}-feldera-operator-{role}",
         },
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
     }
@@ -75,6 +80,25 @@ def test_the_roles_aggregate_into_the_default_user_roles() -> None:
     }
     assert f"{aggregate}view" not in by_name[f"{RELEASE}-feldera-operator-edit"]
     assert user_roles(render({"rbac": {"userRoles": False}})) == []
+
+
+def test_namespace_editors_and_viewers_get_them_through_the_aggregated_roles(
+    roles: Sandbox,
+) -> None:
+    # kube-controller-manager folds the labelled roles into `edit` and `view`: a deadline.
+    wait_for(
+        lambda: can(roles, TEAM_EDITOR, "create", FPL) and can(roles, TEAM_VIEWER, "list", FI),
+        timeout=30,
+        what="the chart's roles aggregated into edit and view",
+    )
+    for resource in (FPL, FI):
+        for verb in ("get", "list", "watch", "create", "patch", "delete"):
+            assert can(roles, TEAM_EDITOR, verb, resource), (verb, resource)
+        assert not can(roles, TEAM_EDITOR, "patch", resource, "--subresource=status")
+        assert can(roles, TEAM_VIEWER, "get", resource)
+        assert not can(roles, TEAM_VIEWER, "create", resource)
+    edit = roles.kubectl_json("get", "clusterrole", "edit")
+    assert any("felderapipelines" in (rule.get("resources") or []) for rule in edit["rules"])
 
 
 @pytest.mark.parametrize("resource", [FPL, FI])
