@@ -30,6 +30,7 @@ from e2e.test_program import (
 
 from feldera_sandbox.controlplane import request_key
 from feldera_sandbox.feldera_emulator import ANY_ROUTE
+from feldera_sandbox.processes import Process
 
 from .conftest import PERIOD, Faults
 from .test_feldera_faults import ready_pipeline
@@ -298,20 +299,28 @@ def test_a_hung_api_server_makes_the_leader_step_down_not_hang(tmp_path: Path) -
         sb.stop()
 
 
+# Two replicas as the chart runs them: its leader-election flags and its Lease grant.
+TWO_REPLICAS = {"replicas": 2, "leaderElection": {"leaseDuration": 3}}
+
+
+def second_replica(e2e: E2E) -> tuple[Process, Process]:
+    """Start a second operator beside the sandbox's; (the leader, the standby) once one leads."""
+    first = e2e.sb.operators[0]
+    second = e2e.sb.start_operator(*operator_defaults(e2e.sb), name="operator-2")
+    leader: Process = e2e.wait(
+        lambda: next((p for p in (first, second) if "leading (lease" in p.log_text()), None),
+        "a leader",
+    )
+    return leader, (second if leader is first else first)
+
+
 def test_the_leader_killed_while_feldera_is_down_each_action_once(tmp_path: Path) -> None:
     """Feldera down; a change is declared; the leader dies (SIGKILL) before it could act. The
     standby takes over and, once Feldera answers, applies the change exactly once."""
-    values = {"replicas": 2, "leaderElection": {"leaseDuration": 3}}
-    sb = start_sandbox(tmp_path, examples=False, chart_values=values)
+    sb = start_sandbox(tmp_path, examples=False, chart_values=TWO_REPLICAS)
     try:
         e2e = E2E(sb)
-        first = sb.operators[0]
-        second = sb.start_operator(*operator_defaults(sb), name="operator-2")
-        leader = e2e.wait(
-            lambda: next((p for p in (first, second) if "leading (lease" in p.log_text()), None),
-            "a leader",
-        )
-        standby = second if leader is first else first
+        leader, standby = second_replica(e2e)
         names = [unique("failover") for _ in range(2)]
         for name in names:
             e2e.create_pipeline(name)
@@ -349,17 +358,10 @@ def test_the_leader_killed_mid_program_update_the_standby_finishes_it_each_step_
     """Two replicas; a program change is under way (the pipeline stopped for it); the leader dies
     (SIGKILL) before the PATCH. The standby takes over and finishes the update from where it
     stands: one stop, one PATCH, one start, one preview; the new program runs."""
-    values = {"replicas": 2, "leaderElection": {"leaseDuration": 3}}
-    sb = start_sandbox(tmp_path, examples=False, chart_values=values)
+    sb = start_sandbox(tmp_path, examples=False, chart_values=TWO_REPLICAS)
     try:
         e2e = E2E(sb)
-        first = sb.operators[0]
-        second = sb.start_operator(*operator_defaults(sb), name="operator-2")
-        leader = e2e.wait(
-            lambda: next((p for p in (first, second) if "leading (lease" in p.log_text()), None),
-            "a leader",
-        )
-        standby = second if leader is first else first
+        leader, standby = second_replica(e2e)
         name = unique("failover-program")
         e2e.apply(program_pipeline(name, sql=V1))
         e2e.wait_ready(name)
