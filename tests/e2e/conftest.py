@@ -100,6 +100,25 @@ class E2E:
         items = self.sb.list_objects("events", namespace, version="v1")
         return [e for e in items if e.get("involvedObject", {}).get("name") == name]
 
+    def wait_events(
+        self,
+        name: str,
+        has: Callable[[list[dict[str, Any]]], bool],
+        what: str,
+        namespace: str = "default",
+    ) -> list[dict[str, Any]]:
+        """The resource's Events once `has(events)` holds: the operator posts Events apart from
+        its status writes, so one may land just after the status that tells of it."""
+        found: list[dict[str, Any]] = []
+
+        def ready() -> bool:
+            nonlocal found
+            found = self.events(name, namespace)
+            return has(found)
+
+        self.wait(ready, what)
+        return found
+
     def operator_log(self) -> str:
         return "\n".join(p.log_text() for p in self.sb.operators)
 

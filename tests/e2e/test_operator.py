@@ -134,9 +134,14 @@ def test_pipeline_pause_resume_stop_and_start_paused(e2e: E2E) -> None:
     e2e.patch(name, {"spec": {"stopped": False, "paused": True}})
     e2e.wait(lambda: e2e.pipeline(name)["deployment_status"] == "Paused", "started paused")
     e2e.wait_ready(name)
-    messages = [(e["reason"], e["message"]) for e in e2e.events(name)]
-    assert ("PipelineStopped", "Stopped the pipeline") in messages
-    assert ("PipelineStarted", "Started the pipeline (paused)") in messages
+    wanted = {
+        ("PipelineStopped", "Stopped the pipeline"),
+        ("PipelineStarted", "Started the pipeline (paused)"),
+    }
+    events = e2e.wait_events(
+        name, lambda evs: wanted <= {(e["reason"], e["message"]) for e in evs}, "their Events"
+    )
+    messages = [(e["reason"], e["message"]) for e in events]
     # the earlier explicit resume
     assert messages.count(("PipelineResumed", "Resumed the pipeline")) == 1
 

@@ -200,7 +200,11 @@ def test_a_missing_pipeline_is_created_from_its_configmap_or_inline_and_started_
         program = program_status(e2e, name)
         assert program["hash"] == program["appliedHash"] == hash_of(V1)
         assert verbs(e2e, name)[:2] == ["put", "start"]
-        assert {"PipelineCreated", "PipelineStarted"} <= {ev["reason"] for ev in e2e.events(name)}
+        e2e.wait_events(
+            name,
+            lambda evs: {"PipelineCreated", "PipelineStarted"} <= {ev["reason"] for ev in evs},
+            "the Events of the creation and the start",
+        )
     assert e2e.flags(from_cm)["orders.live"] is False
     delete_resources(e2e, from_cm, inline)
 
@@ -272,8 +276,11 @@ def test_a_change_is_previewed_before_anything_stops_and_broken_sql_stops_nothin
     assert condition(obj, "Stalled")["status"] == "True"  # type: ignore[index]
     errors = obj["status"]["program"]["errors"]
     assert errors[0]["line"] == 6 and errors[0]["column"] == 35
-    program_error = [ev for ev in e2e.events(name) if ev["reason"] == "ProgramError"]
-    assert program_error and program_error[0]["type"] == "Warning"
+    events = e2e.wait_events(
+        name, lambda evs: any(ev["reason"] == "ProgramError" for ev in evs), "the Event"
+    )
+    program_error = [ev for ev in events if ev["reason"] == "ProgramError"]
+    assert program_error[0]["type"] == "Warning"
     next_passes(e2e, 2)
     assert running_program(e2e, name) == V2  # the running program is untouched
     assert verbs(e2e, name, since) == []
@@ -313,9 +320,13 @@ def test_a_bootstrap_waits_for_its_own_approval_and_reject_or_allow_decide(
     e2e.wait(lambda: running_program(e2e, name) == V3, "the approved change running")
     e2e.wait_ready(name)
     assert verbs(e2e, name, since) == ["stop", "patch", "start"]
-    messages = [ev["message"] for ev in e2e.events(name)]
+    events = e2e.wait_events(
+        name,
+        lambda evs: any("bootstrap_policy=allow" in ev["message"] for ev in evs),
+        "the start's Event",
+    )
+    messages = [ev["message"] for ev in events]
     assert any(m.startswith("Stopped the pipeline (with a checkpoint)") for m in messages)
-    assert any("bootstrap_policy=allow" in m for m in messages)
 
     since = time.time()
     edit(e2e, name, program={"sql": V4}, bootstrap={"policy": "Reject"})
@@ -388,7 +399,9 @@ def test_a_runtime_change_refused_with_storage_in_use_stalls_until_recreate_clea
     )
     e2e.wait_ready(name)
     assert verbs(e2e, name, since) == ["stop", "clear", "patch", "start"]
-    assert "StorageCleared" in {ev["reason"] for ev in e2e.events(name)}
+    e2e.wait_events(
+        name, lambda evs: "StorageCleared" in {ev["reason"] for ev in evs}, "the clear's Event"
+    )
     delete_resources(e2e, name)
 
 
@@ -473,8 +486,13 @@ def test_deletion_policy_delete_removes_the_pipeline_from_feldera_then_the_final
     steps = actions(e2e, name)
     assert [a["action"] for a in steps][-3:] == ["stop", "clear", "delete"]
     assert steps[-1]["wall"] < gone_at
-    reasons = {ev["reason"] for ev in e2e.events(name)}
-    assert {"PipelineStopped", "StorageCleared", "PipelineDeleted"} <= reasons
+    e2e.wait_events(
+        name,
+        lambda evs: (
+            {"PipelineStopped", "StorageCleared", "PipelineDeleted"} <= {ev["reason"] for ev in evs}
+        ),
+        "the deletion's Events",
+    )
 
 
 # ----------------------------------------------------------------------------- (9) cost

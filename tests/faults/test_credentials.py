@@ -58,7 +58,10 @@ def test_read_only_key_is_permission_denied_and_a_write_key_recovers(faults: Fau
     # Retried every period, said once: one Warning, not one per retry.
     lists = faults.count("GET /v0/pipelines")
     faults.wait(lambda: faults.count("GET /v0/pipelines") >= lists + 6, "a few more passes")
-    warnings = [e for e in faults.events(name) if e["reason"] == "ActionFailed"]
+    events = faults.wait_events(
+        name, lambda evs: any(e["reason"] == "ActionFailed" for e in evs), "the Warning"
+    )
+    warnings = [e for e in events if e["reason"] == "ActionFailed"]
     assert len(warnings) == 1 and warnings[0]["type"] == "Warning", warnings
     assert "403" in warnings[0]["message"]
 
