@@ -19,8 +19,10 @@ from feldera_operator.config import (
 from feldera_operator.leader import LeaderElectionConfig
 
 
-def _seconds(name: str, flag: str, variable: str) -> Callable[[str], float]:
-    """An argparse type: seconds within config.LIMITS[name], or an error naming the flag and the
+def _number(
+    flag: str, variable: str, unit: str, check: Callable[[float], str | None]
+) -> Callable[[str], float]:
+    """An argparse type: a number `check` accepts, or an error naming the flag and the
     environment variable (a bad value may come from either)."""
 
     def parse(text: str) -> float:
@@ -28,9 +30,9 @@ def _seconds(name: str, flag: str, variable: str) -> Callable[[str], float]:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"{flag} / {variable}: expected a number of seconds, got {text!r}"
+                f"{flag} / {variable}: expected {unit}, got {text!r}"
             ) from None
-        problem = check_seconds(name, value)
+        problem = check(value)
         if problem is not None:
             raise argparse.ArgumentTypeError(f"{flag} / {variable}: {problem}")
         return value
@@ -38,17 +40,12 @@ def _seconds(name: str, flag: str, variable: str) -> Callable[[str], float]:
     return parse
 
 
-def _rps(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--feldera-rps / FELDERA_RPS: expected requests per second, got {text!r}"
-        ) from None
-    problem = check_rps(value)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(f"--feldera-rps / FELDERA_RPS: {problem}")
-    return value
+def _seconds(name: str, flag: str, variable: str) -> Callable[[str], float]:
+    """Seconds within config.LIMITS[name]."""
+    return _number(flag, variable, "a number of seconds", lambda v: check_seconds(name, v))
+
+
+_rps = _number("--feldera-rps", "FELDERA_RPS", "requests per second", check_rps)
 
 
 def _lease_duration(text: str) -> int:

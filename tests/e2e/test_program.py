@@ -22,6 +22,7 @@ import pytest
 from leaks import assert_no_leaks
 
 from feldera_operator.program import program_hash
+from feldera_sandbox.processes import Process
 
 from .conftest import (
     API_KEY,
@@ -459,10 +460,13 @@ def test_an_operator_killed_after_the_stop_and_after_the_update_finishes_each_st
         sb.stop()
 
 
-def kill_after(e2e: E2E, name: str, since: float, action: str) -> None:
-    """SIGKILL the running operator as soon as Feldera has answered its `action`."""
+def kill_after(
+    e2e: E2E, name: str, since: float, action: str, operator: Process | None = None
+) -> None:
+    """SIGKILL `operator` (the running one by default) as soon as Feldera has answered its
+    `action`."""
     e2e.wait(lambda: action in verbs(e2e, name, since), f"the {action}", timeout=30)
-    operator = next(p for p in reversed(e2e.sb.operators) if p.running)
+    operator = operator or next(p for p in reversed(e2e.sb.operators) if p.running)
     operator.signal(signal.SIGKILL)
     e2e.wait(lambda: not operator.running, "the operator gone")
 

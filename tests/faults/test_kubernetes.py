@@ -10,7 +10,6 @@ Feldera action is repeated or lost, the statuses end up right, and nothing crash
 from __future__ import annotations
 
 import json
-import signal
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from e2e.test_program import (
     V2,
     edit,
     hash_of,
+    kill_after,
     program_pipeline,
     program_status,
     running_program,
@@ -370,9 +370,7 @@ def test_the_leader_killed_mid_program_update_the_standby_finishes_it_each_step_
         sb.feldera("PATCH", "/_emulator/settings", {"delay": 1.5, "compile_delay": 0.2})
         since = time.time()
         edit(e2e, name, program={"sql": V2})
-        e2e.wait(lambda: "stop" in verbs(e2e, name, since), "the stop", timeout=30)
-        leader.signal(signal.SIGKILL)
-        e2e.wait(lambda: not leader.running, "the leader gone")
+        kill_after(e2e, name, since, "stop", leader)
         e2e.wait(lambda: "leading (lease" in standby.log_text(), "the standby leads", timeout=20)
         e2e.wait(lambda: running_program(e2e, name) == V2, "the update finished", timeout=60)
         e2e.wait_ready(name)
