@@ -142,10 +142,8 @@ class PipelineReconciler:
         except FelderaClientClosed:
             raise
         except FelderaError as e:
-            self._hub.connection(record.instance).failed(e)
-            record.retry_after = max(record.retry_after, e.retry_after or 0.0)
             label = self._hub.instance_state(record.instance).label
-            problem = problem_from_error(e, instance=label, url=client.base_url)
+            problem = self._hub.feldera_failed(record, e, instance=label, url=client.base_url)
             return None, not_found(record) if problem.reason == d.PIPELINE_NOT_FOUND else problem
 
     async def with_stats(
@@ -504,9 +502,7 @@ class PipelineReconciler:
             except FelderaClientClosed:
                 raise
             except FelderaError as e:
-                hub.connection(record.instance).failed(e)
-                record.retry_after = max(record.retry_after, e.retry_after or 0.0)
-                problem = problem_from_error(e, instance=client.base_url)
+                problem = hub.feldera_failed(record, e, instance=client.base_url)
                 log.warning("%s: %s", record.label, action_failed(action, problem.message))
                 # Retried every period while it lasts (a read-only key, Feldera down): one Event
                 # says so; one per retry would be a storm of Events on every such resource.

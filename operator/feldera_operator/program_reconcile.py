@@ -22,7 +22,6 @@ from feldera_operator.events import program_step_done, program_step_failed
 from feldera_operator.feldera_client import FelderaClientClosed, FelderaError, FelderaNotFound
 from feldera_operator.instance_connection import FelderaApi
 from feldera_operator.kube import KubeError
-from feldera_operator.observation import problem_from_error
 from feldera_operator.records import PipelineRecord, instance_label
 
 if TYPE_CHECKING:
@@ -89,10 +88,8 @@ class ProgramReconciler:
         except FelderaClientClosed:
             raise
         except FelderaError as e:
-            self._hub.connection(record.instance).failed(e)
-            record.retry_after = max(record.retry_after, e.retry_after or 0.0)
             label = self._hub.instance_state(record.instance).label
-            problem = problem_from_error(e, instance=label, url=client.base_url)
+            problem = self._hub.feldera_failed(record, e, instance=label, url=client.base_url)
             # Nothing known of the program's progress: no run-state action either (a start
             # now could start a pipeline stopped to be updated, with its old program).
             outcome = replace(p.unobservable_outcome(previous), holds_pipeline=True)
@@ -216,9 +213,7 @@ class ProgramReconciler:
         except FelderaClientClosed:
             raise
         except FelderaError as e:
-            hub.connection(record.instance).failed(e)
-            record.retry_after = max(record.retry_after, e.retry_after or 0.0)
-            problem = problem_from_error(e, instance=client.base_url)
+            problem = hub.feldera_failed(record, e, instance=client.base_url)
             message = program_step_failed(step, problem.message)
             log.warning("%s: %s", record.label, message)
             failure = f"{step.describe()}: {problem.reason}"

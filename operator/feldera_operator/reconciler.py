@@ -27,6 +27,7 @@ from feldera_operator.budget import interactive
 from feldera_operator.config import OperatorConfig
 from feldera_operator.deletion import Finalizer
 from feldera_operator.events import EventRecorder
+from feldera_operator.feldera_client import FelderaError
 from feldera_operator.instance_connection import (
     ClientFactory,
     InstanceConnection,
@@ -41,6 +42,7 @@ from feldera_operator.models import (
     FelderaPipeline,
     FelderaPipelineSpec,
 )
+from feldera_operator.observation import problem_from_error
 from feldera_operator.pipeline_reconcile import PipelineReconciler
 from feldera_operator.program import PROGRAM_LABEL
 from feldera_operator.program_reconcile import ProgramReconciler
@@ -369,6 +371,16 @@ class Reconciler:
             )
             self.connections[key] = connection
         return connection
+
+    def feldera_failed(
+        self, record: PipelineRecord, error: FelderaError, *, instance: str, url: str = ""
+    ) -> d.Problem:
+        """A Feldera call made for `record` failed: the instance's connection backs off, the
+        record's next try honours Retry-After, and the problem is named (problem_from_error's
+        `instance` and `url`)."""
+        self.connection(record.instance).failed(error)
+        record.retry_after = max(record.retry_after, error.retry_after or 0.0)
+        return problem_from_error(error, instance=instance, url=url)
 
     def drop_instance(self, state: InstanceState) -> bool:
         """End an instance's loop if nothing refers to it any more (True: ended)."""
