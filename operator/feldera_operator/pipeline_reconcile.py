@@ -291,7 +291,6 @@ class PipelineReconciler:
             and written in (Written.UNCHANGED, Written.WRITTEN)
             # A declared program: only once it is applied and running as declared.
             and (program is None or (step is None and decision.ready))
-            and inputs is not _UNSETTLED
         ):
             record.settled = (record.generation, observation, result, record.status, inputs)
         metrics.RECONCILES.labels(kind=FelderaPipeline.KIND, result=result).inc()
