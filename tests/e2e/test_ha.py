@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from feldera_sandbox.processes import Process
+
 from .conftest import E2E, operator_defaults, start_sandbox
 from .test_operator import INPUT_ACTION, PIPELINE_ACTIONS, standard
 
@@ -15,6 +17,18 @@ pytestmark = pytest.mark.e2e
 
 # Two replicas as the chart runs them: its leader-election flags and its Lease grant.
 HA_VALUES = {"replicas": 2, "leaderElection": {"leaseDuration": 3}}
+
+
+def second_replica(e2e: E2E, *extra: str) -> tuple[Process, Process]:
+    """Start a second operator (with `extra` flags) beside the sandbox's; (the leader, the
+    standby) once one leads."""
+    first = e2e.sb.operators[0]
+    second = e2e.sb.start_operator(*operator_defaults(e2e.sb), *extra, name="operator-2")
+    leader: Process = e2e.wait(
+        lambda: next((p for p in (first, second) if "leading (lease" in p.log_text()), None),
+        "a leader",
+    )
+    return leader, (second if leader is first else first)
 
 
 def free_port() -> int:
@@ -37,15 +51,8 @@ def test_two_replicas_act_once_and_the_standby_takes_over(tmp_path: Path) -> Non
     )
     try:
         e2e = E2E(sb)
-        second = sb.start_operator(
-            *operator_defaults(sb), "--metrics-port", str(ports[1]), name="operator-2"
-        )
+        leader, standby = second_replica(e2e, "--metrics-port", str(ports[1]))
         first = sb.operators[0]
-        leader = e2e.wait(
-            lambda: next((p for p in (first, second) if "leading (lease" in p.log_text()), None),
-            "a leader",
-        )
-        standby = second if leader is first else first
         leader_port, standby_port = (ports[0], ports[1]) if leader is first else ports[::-1]
 
         names = [f"ha-{i}" for i in range(3)]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from e2e.conftest import E2E, condition, is_ready, operator_defaults, start_sandbox, unique
+from e2e.test_ha import HA_VALUES, second_replica
 from e2e.test_operator import INPUT_ACTION, PIPELINE_ACTIONS, standard
 from e2e.test_program import (
     V1,
@@ -30,7 +31,6 @@ from e2e.test_program import (
 
 from feldera_sandbox.controlplane import request_key
 from feldera_sandbox.feldera_emulator import ANY_ROUTE
-from feldera_sandbox.processes import Process
 
 from .conftest import PERIOD, Faults
 from .test_feldera_faults import ready_pipeline
@@ -273,8 +273,7 @@ def test_a_hung_api_server_makes_the_leader_step_down_not_hang(tmp_path: Path) -
     unable to renew its Lease within the renew deadline, exits (a supervisor restarts it)
     rather than act on without proving it leads. Once the server answers again, a new process
     leads and acts."""
-    values = {"replicas": 2, "leaderElection": {"leaseDuration": 3}}
-    sb = start_sandbox(tmp_path, examples=False, chart_values=values)
+    sb = start_sandbox(tmp_path, examples=False, chart_values=HA_VALUES)
     try:
         e2e = E2E(sb)
         plane, leader = sb.plane, sb.operators[0]
@@ -299,25 +298,10 @@ def test_a_hung_api_server_makes_the_leader_step_down_not_hang(tmp_path: Path) -
         sb.stop()
 
 
-# Two replicas as the chart runs them: its leader-election flags and its Lease grant.
-TWO_REPLICAS = {"replicas": 2, "leaderElection": {"leaseDuration": 3}}
-
-
-def second_replica(e2e: E2E) -> tuple[Process, Process]:
-    """Start a second operator beside the sandbox's; (the leader, the standby) once one leads."""
-    first = e2e.sb.operators[0]
-    second = e2e.sb.start_operator(*operator_defaults(e2e.sb), name="operator-2")
-    leader: Process = e2e.wait(
-        lambda: next((p for p in (first, second) if "leading (lease" in p.log_text()), None),
-        "a leader",
-    )
-    return leader, (second if leader is first else first)
-
-
 def test_the_leader_killed_while_feldera_is_down_each_action_once(tmp_path: Path) -> None:
     """Feldera down; a change is declared; the leader dies (SIGKILL) before it could act. The
     standby takes over and, once Feldera answers, applies the change exactly once."""
-    sb = start_sandbox(tmp_path, examples=False, chart_values=TWO_REPLICAS)
+    sb = start_sandbox(tmp_path, examples=False, chart_values=HA_VALUES)
     try:
         e2e = E2E(sb)
         leader, standby = second_replica(e2e)
@@ -358,7 +342,7 @@ def test_the_leader_killed_mid_program_update_the_standby_finishes_it_each_step_
     """Two replicas; a program change is under way (the pipeline stopped for it); the leader dies
     (SIGKILL) before the PATCH. The standby takes over and finishes the update from where it
     stands: one stop, one PATCH, one start, one preview; the new program runs."""
-    sb = start_sandbox(tmp_path, examples=False, chart_values=TWO_REPLICAS)
+    sb = start_sandbox(tmp_path, examples=False, chart_values=HA_VALUES)
     try:
         e2e = E2E(sb)
         leader, standby = second_replica(e2e)
